@@ -1,0 +1,52 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+# Nothing phones home.
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := false
+export HF_HUB_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: install run test lint typecheck services-up services-down services-status bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[intake,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: set up, start the embedded services, build the example models, run the intake on each.
+run: install
+	$(BIN)/modelgate services up
+	$(BIN)/modelgate demo run
+
+## make test: set up, lint, type-check and run the whole test suite.
+test: install lint typecheck
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check modelgate flows tasks tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+services-up: install
+	$(BIN)/modelgate services up
+
+services-down:
+	test ! -x $(BIN)/modelgate || $(BIN)/modelgate services down
+
+services-status: install
+	$(BIN)/modelgate services status
+
+bench: install
+	$(BIN)/python bench/bench_manifest.py --size-gb 2
+
+clean: services-down
+	rm -rf $(VENV) .modelgate evidence .pytest_cache .mypy_cache .ruff_cache

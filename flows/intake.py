@@ -1,0 +1,161 @@
+"""The intake flow: source → fetch → manifest → signature → provenance → policy gate.
+
+Each stage is a Prefect task wrapping a plain function that returns evidence. A
+stage whose prerequisite did not complete is recorded as ``skipped`` with the
+reason, and the gate fails closed on it. Every run writes its evidence folder
+``evidence/<name>/<version>/<run-id>/``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Literal
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from modelgate.evidence import StageEvidence, Status, write_evidence
+from modelgate.progress import emit
+from modelgate.report import decision_markdown
+from modelgate.request import IntakeRequest
+from modelgate.settings import Settings, load_settings
+from tasks.fetch import fetch_task
+from tasks.gate import gate_task
+from tasks.manifest import manifest_task
+from tasks.provenance import provenance_task
+from tasks.signature import signature_task
+
+STAGES = ("fetch", "manifest", "signature", "provenance", "gate")
+
+
+class IntakeOutcome(BaseModel):
+    """What one intake run decided, and where its evidence is."""
+
+    run_id: str
+    name: str
+    version: str
+    decision: Literal["approved", "rejected", "error"]
+    reasons: list[str]
+    findings: list[str]
+    warnings: list[str]
+    root_digest: str | None
+    evidence_dir: str
+    model_dir: str | None
+    stages: dict[str, str]
+
+
+class _Run:
+    """Collects the evidence of one run and writes each piece as it arrives."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.stages: dict[str, StageEvidence] = {}
+        self.digests: dict[str, str] = {}
+
+    def record(self, evidence: StageEvidence) -> StageEvidence:
+        self.stages[evidence.stage] = evidence
+        self.digests[f"{evidence.stage}.json"] = write_evidence(self.folder, evidence.stage, evidence)
+        emit(evidence.stage, evidence.status.value, evidence)
+        return evidence
+
+    def skip(self, stage: str, reason: str) -> StageEvidence:
+        return self.record(StageEvidence(stage=stage, status=Status.SKIPPED, reason=reason))
+
+
+def _run_id() -> str:
+    return str(flow_run.get_id() or uuid.uuid4())
+
+
+def _signature_path(request: IntakeRequest, model_dir: Path) -> Path | None:
+    """A signature named in the request: an absolute/relative path, or a file inside the model."""
+    if not request.signature:
+        return None
+    candidate = Path(request.signature).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate.resolve()
+    return model_dir / request.signature
+
+
+@flow(name="intake", flow_run_name="{request.name}-{request.version}", log_prints=True, validate_parameters=True)
+def intake(request: IntakeRequest) -> IntakeOutcome:
+    """Take one model from its source to an approve/reject decision with evidence."""
+    settings: Settings = load_settings()
+    logger = get_run_logger()
+    run_id = _run_id()
+    run = _Run(settings.evidence_dir / request.name / request.version / run_id)
+    run.digests["request.json"] = write_evidence(run.folder, "request", request)
+    workspace = settings.workspace_dir / run_id
+    logger.info("intake %s %s from %s (run %s)", request.name, request.version, request.source, run_id)
+
+    emit("fetch", "running")
+    fetch_evidence, fetched = fetch_task(request.source, workspace / "model", settings)
+    run.record(fetch_evidence)
+
+    manifest = None
+    if fetched is None:
+        for stage in ("manifest", "signature", "provenance"):
+            run.skip(stage, "fetch did not complete")
+    else:
+        emit("manifest", "running")
+        manifest_evidence, manifest = manifest_task(fetched.root, request.expected_digest)
+        run.record(manifest_evidence)
+        if manifest is None:
+            run.skip("signature", "no manifest")
+        else:
+            emit("signature", "running")
+            run.record(
+                signature_task(fetched.root, manifest, settings.trust_store, _signature_path(request, fetched.root))
+            )
+        emit("provenance", "running")
+        run.record(
+            provenance_task(
+                scheme=fetched.scheme,
+                source_host=fetched.source_host,
+                revision=fetched.revision,
+                revision_requested=fetched.revision_requested,
+                expected_digest=request.expected_digest,
+                model_dir=fetched.root,
+            )
+        )
+
+    root_digest = manifest.root_digest if manifest is not None else None
+    emit("gate", "running")
+    gate_evidence, decision = gate_task(
+        dict(run.stages),
+        policy_ref=request.policy,
+        policy_dir=settings.policy_dir,
+        name=request.name,
+        version=request.version,
+        root_digest=root_digest,
+        evidence_digests=dict(run.digests),
+        run_id=run_id,
+    )
+    run.record(gate_evidence)
+    if decision is not None:
+        write_evidence(run.folder, "decision", decision)
+        (run.folder / "report.md").write_text(decision_markdown(decision))
+
+    errored = [s for s, e in run.stages.items() if e.status is Status.ERROR]
+    verdict: Literal["approved", "rejected", "error"] = "error" if errored or decision is None else decision.decision
+    # A stage that crashed or could not run explains the outcome better than the rules it tripped.
+    reasons = [f"{s} error: {run.stages[s].reason}" for s in errored]
+    reasons += list(decision.reasons) if decision else []
+    outcome = IntakeOutcome(
+        run_id=run_id,
+        name=request.name,
+        version=request.version,
+        decision=verdict,
+        reasons=reasons,
+        findings=[
+            f"{s}: {e.reason}" for s, e in run.stages.items() if e.status is Status.FAIL and e.reason and s != "gate"
+        ],
+        warnings=list(decision.warnings) if decision else [],
+        root_digest=root_digest,
+        evidence_dir=str(run.folder),
+        model_dir=str(fetched.root) if fetched else None,
+        stages={s: e.status.value for s, e in run.stages.items()},
+    )
+    logger.info("decision for %s %s: %s %s", request.name, request.version, verdict, "; ".join(reasons))
+    return outcome

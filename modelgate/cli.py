@@ -1,0 +1,193 @@
+"""The ``modelgate`` command: a thin layer over the Python API.
+
+Heavy imports (Prefect, torch) happen inside the commands that need them, so
+``modelgate --help`` and the consumer commands stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from modelgate import __version__
+from modelgate.errors import ModelgateError
+
+console = Console(stderr=True)
+
+EXIT_APPROVED, EXIT_REJECTED, EXIT_ERROR = 0, 1, 2
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> None:
+    """Print one clear error line and exit."""
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    sys.exit(code)
+
+
+class _Group(click.Group):
+    """Turns expected errors into one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModelgateError as exc:
+            fail(str(exc))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="modelgate")
+def main() -> None:
+    """modelgate: governed intake of open-source models.
+
+    \b
+    Engineers:       modelgate intake SOURCE --name N --version V
+    Policy authors:  modelgate policy validate|test|explain
+    Consumers:       modelgate manifest | verify
+    Operators:       modelgate services up|down|status, modelgate demo build|run
+    """
+
+
+@main.group()
+def services() -> None:
+    """Start, stop and inspect the embedded services (S3 server, Prefect server) on 127.0.0.1."""
+
+
+@services.command("up")
+@click.argument("names", nargs=-1)
+def services_up(names: tuple[str, ...]) -> None:
+    """Start the services (all by default). Idempotent: running services are left alone."""
+    from modelgate import services as svc
+
+    for state in svc.up(list(names) or None):
+        console.print(f"[green]up[/green]  {state.name:8} {state.url}  (pid {state.pid}, log {state.log})")
+    _print_env(svc.client_env())
+
+
+@services.command("down")
+@click.argument("names", nargs=-1)
+def services_down(names: tuple[str, ...]) -> None:
+    """Stop the services this install started (never anything else)."""
+    from modelgate import services as svc
+
+    stopped = svc.down(list(names) or None)
+    console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@services.command("status")
+@click.option("--env", "as_env", is_flag=True, help="Print shell exports that point clients at the services.")
+def services_status(as_env: bool) -> None:
+    """Show which services run, where, and their logs."""
+    from modelgate import services as svc
+
+    if as_env:
+        for key, value in svc.client_env().items():
+            click.echo(f"export {key}={value}")
+        return
+    table = Table("service", "state", "address", "pid", "log")
+    for name, spec in svc.load_specs().items():
+        state = svc.read_state(name)
+        if state:
+            table.add_row(name, "[green]running[/green]", state.url, str(state.pid), state.log)
+        else:
+            table.add_row(name, "[dim]stopped[/dim]", f"127.0.0.1:{spec.port}", "-", "-")
+    Console().print(table)
+
+
+def _print_env(env: dict[str, str]) -> None:
+    if "PREFECT_API_URL" in env:
+        ui = env["PREFECT_API_URL"].removesuffix("/api")
+        console.print(f"Prefect UI: [bold]{ui}[/bold]")
+    console.print("Point a shell at them: [bold]eval \"$(modelgate services status --env)\"[/bold]")
+
+
+def use_running_services() -> None:
+    """Point Prefect and boto3 at the embedded services when they run and nothing else is configured."""
+    from modelgate import services as svc
+
+    for key, value in svc.client_env().items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@main.command()
+@click.argument("source")
+@click.option("--name", required=True, help="Registry name to publish as.")
+@click.option("--version", "version", required=True, help="Registry version to publish as.")
+@click.option("--signature", help="Signature file (default: model.sig / modelgate.sig inside the model).")
+@click.option("--expected-digest", help="Pin: expected root digest sha256:<hex>.")
+@click.option("--policy", default="default", show_default=True, help="Policy name or path.")
+@click.option("--task", "model_task", default="image-classification", show_default=True, help="Model task.")
+@click.option("--eval-data", help="Evaluation data reference.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+def intake(
+    source: str,
+    name: str,
+    version: str,
+    signature: str | None,
+    expected_digest: str | None,
+    policy: str,
+    model_task: str,
+    eval_data: str | None,
+    as_json: bool,
+) -> None:
+    """Run the intake flow on SOURCE; exit 0 approved, 1 rejected, 2 error.
+
+    SOURCE is a local path, file://, s3://bucket/prefix, https://... or hf://org/repo@revision.
+    """
+    from pydantic import ValidationError
+
+    from modelgate.request import IntakeRequest
+
+    try:
+        request = IntakeRequest(
+            source=source,
+            name=name,
+            version=version,
+            signature=signature,
+            expected_digest=expected_digest,
+            policy=policy,
+            model_task=model_task,  # type: ignore[arg-type]
+            eval_data=eval_data,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"invalid request: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+    from modelgate.cli_intake import run_intake
+
+    outcome = run_intake(request, live=not as_json and sys.stderr.isatty())
+    if as_json:
+        click.echo(outcome.model_dump_json(indent=2))
+    sys.exit({"approved": EXIT_APPROVED, "rejected": EXIT_REJECTED}.get(outcome.decision, EXIT_ERROR))
+
+
+@click.command("run")
+@click.option("--seed", default=0, show_default=True, help="Seed of the example models.")
+def demo_run(seed: int) -> None:
+    """Build the example models and run the intake flow on each; print the decision table."""
+    use_running_services()
+    from modelgate.demo.run import run_demo
+
+    sys.exit(run_demo(seed=seed))
+
+
+def _register_subcommands() -> None:
+    from modelgate.cli_policy import policy_group
+    from modelgate.cli_signing import signing_commands
+    from modelgate.demo.cli import demo_group
+
+    main.add_command(policy_group)
+    demo_group.add_command(demo_run)
+    main.add_command(demo_group)
+    for command in signing_commands:
+        main.add_command(command)
+
+
+_register_subcommands()
+
+if __name__ == "__main__":
+    main()

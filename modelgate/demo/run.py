@@ -1,0 +1,53 @@
+"""`modelgate demo run`: build the example models and take each through the intake flow."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from modelgate.settings import load_settings
+
+# What the default policy should decide for each example (docs/examples.md).
+EXPECTED = {
+    "digits-cnn-signed": "approved",
+    "digits-cnn-unsigned": "rejected",
+    "digits-cnn-tampered": "rejected",
+}
+
+
+def run_demo(*, seed: int = 0, live: bool | None = None) -> int:
+    """Build, take in, print a decision table; returns 0 when every example got its expected decision."""
+    from modelgate.cli_intake import run_intake
+    from modelgate.demo.build import build_examples
+    from modelgate.request import IntakeRequest
+
+    console = Console(stderr=True)
+    settings = load_settings()
+    out = settings.home / "examples"
+    console.print(f"building the example models in {out} ...")
+    built = build_examples(out, seed=seed, overwrite=True)
+    live = sys.stderr.isatty() if live is None else live
+    rows = []
+    for name, expected in EXPECTED.items():
+        console.rule(name)
+        request = IntakeRequest(source=str(built[name]), name=name, version="1.0.0")
+        outcome = run_intake(request, live=live)
+        rows.append((name, expected, outcome))
+    table = Table("model", "decision", "expected", "reasons", title="modelgate demo: intake decisions")
+    ok = True
+    for name, expected, outcome in rows:
+        style = "green" if outcome.decision == "approved" else "red"
+        ok &= outcome.decision == expected
+        why = [*outcome.reasons, *outcome.findings]
+        table.add_row(name, f"[{style}]{outcome.decision}[/{style}]", expected, escape("\n".join(why)) or "-")
+    Console().print(table)
+    from modelgate.services import client_env
+
+    api = client_env(settings).get("PREFECT_API_URL")
+    if api:
+        console.print(f"Prefect UI: [bold]{api.removesuffix('/api')}[/bold]  (runs and decision reports are there)")
+    console.print(f"Evidence: {settings.evidence_dir}   Stop the services: [bold]make services-down[/bold]")
+    return 0 if ok else 1

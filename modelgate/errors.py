@@ -1,0 +1,23 @@
+"""Errors modelgate reports to a person: one line, saying what and where."""
+
+from __future__ import annotations
+
+
+class ModelgateError(Exception):
+    """Base class: an expected failure with a one-line, actionable message."""
+
+
+class FetchError(ModelgateError):
+    """A source could not be fetched safely (missing, too large, traversal, ...)."""
+
+
+class PolicyError(ModelgateError):
+    """A policy or waiver document is invalid; the message names file, line and field."""
+
+
+class SignatureError(ModelgateError):
+    """A signature or key could not be read (not a verdict: verdicts are evidence)."""
+
+
+class ServiceError(ModelgateError):
+    """An embedded service could not be started, stopped or reached."""

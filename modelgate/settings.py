@@ -1,0 +1,62 @@
+"""Where modelgate keeps things, from environment variables with sane defaults.
+
+Every path can be overridden, so tests and multi-machine installs point the same
+code at other folders and servers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+GiB = 1024**3
+
+
+def _project_root() -> Path:
+    """The project checkout: $MODELGATE_PROJECT, else the checkout this package lives in, else cwd."""
+    if env := os.environ.get("MODELGATE_PROJECT"):
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parents[1]
+    if (here / "policies").is_dir() and (here / "pyproject.toml").is_file():
+        return here
+    return Path.cwd().resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    project: Path
+    home: Path
+    policy_dir: Path
+    evidence_dir: Path
+    workspace_dir: Path
+    trust_store: Path
+    max_fetch_bytes: int
+    max_files: int
+    http_timeout_s: float
+    s3_endpoint: str | None
+    s3_region: str
+
+    @property
+    def services_dir(self) -> Path:
+        return self.home / "services"
+
+
+def load_settings() -> Settings:
+    env = os.environ.get
+    project = _project_root()
+    home = Path(env("MODELGATE_HOME", str(project / ".modelgate"))).resolve()
+    policy_dir = Path(env("MODELGATE_POLICY_DIR", str(project / "policies"))).resolve()
+    return Settings(
+        project=project,
+        home=home,
+        policy_dir=policy_dir,
+        evidence_dir=Path(env("MODELGATE_EVIDENCE_DIR", str(project / "evidence"))).resolve(),
+        workspace_dir=Path(env("MODELGATE_WORKSPACE_DIR", str(home / "workspace"))).resolve(),
+        trust_store=Path(env("MODELGATE_TRUST_STORE", str(policy_dir / "trust" / "publishers.yaml"))).resolve(),
+        max_fetch_bytes=int(env("MODELGATE_MAX_FETCH_BYTES", str(50 * GiB))),
+        max_files=int(env("MODELGATE_MAX_FILES", "10000")),
+        http_timeout_s=float(env("MODELGATE_HTTP_TIMEOUT_S", "60")),
+        s3_endpoint=env("MODELGATE_S3_ENDPOINT") or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL"),
+        s3_region=env("AWS_DEFAULT_REGION", "us-east-1"),
+    )

@@ -1,0 +1,64 @@
+"""Shared fixtures: an isolated modelgate home, a real Prefect server, the example models."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Isolate every test run from the developer's state before anything imports Prefect.
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="modelgate-tests-"))
+os.environ.update(
+    {
+        "MODELGATE_HOME": str(_SESSION_TMP / "home"),
+        "MODELGATE_EVIDENCE_DIR": str(_SESSION_TMP / "evidence"),
+        "PREFECT_HOME": str(_SESSION_TMP / "prefect-client"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "GX_ANALYTICS_ENABLED": "false",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "DO_NOT_TRACK": "1",
+    }
+)
+os.environ.pop("PREFECT_API_URL", None)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A real Prefect server (SQLite) started through `modelgate services`, on a free port."""
+    from modelgate import services
+    from modelgate.settings import load_settings
+
+    os.environ["MODELGATE_PREFECT_PORT"] = str(free_port())
+    settings = load_settings()
+    state = services.start("prefect", settings=settings, timeout_s=120)
+    api_url = f"{state.url}/api"
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        os.environ["PREFECT_API_URL"] = api_url
+        try:
+            yield api_url
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)
+            services.stop("prefect", settings=settings)
+
+
+@pytest.fixture(scope="session")
+def examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The example models of `make run`, built once per test session."""
+    from modelgate.demo.build import build_examples
+
+    return build_examples(tmp_path_factory.mktemp("examples"))
