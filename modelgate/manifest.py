@@ -13,7 +13,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -114,7 +114,7 @@ def _buffer() -> memoryview:
     return view
 
 
-def _hash_open_file(path: Path, progress: list[int] | None = None, slot: int = 0) -> tuple[str, int]:
+def _hash_open_file(path: str | Path, progress: list[int] | None = None, slot: int = 0) -> tuple[str, int]:
     """(hex digest, bytes read) of one file, read with a reused buffer."""
     hasher = hashlib.sha256()
     view = _buffer()
@@ -139,7 +139,7 @@ def hash_file(path: Path) -> str:
 @dataclass(frozen=True)
 class _Found:
     rel: str
-    path: Path
+    path: str
     size: int
 
 
@@ -154,31 +154,31 @@ def _walk(root: Path, ignore: frozenset[str]) -> list[_Found]:
     if not stat.S_ISDIR(root_mode):
         raise ManifestError(f"model path is not a folder: {root}")
     found: list[_Found] = []
-    pending: list[tuple[Path, str]] = [(root, "")]
+    pending: list[tuple[str, str]] = [(os.fspath(root), "")]
     while pending:
         folder, prefix = pending.pop()
         try:
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    rel = prefix + entry.name
+                    if rel in ignore:
+                        continue
+                    # DirEntry answers from the directory listing's file type: one lstat per file, for its size.
+                    if entry.is_symlink():
+                        raise ManifestError(f"refusing symbolic link in model: {rel}")
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append((entry.path, rel + "/"))
+                    elif entry.is_file(follow_symlinks=False):
+                        _check_name(rel, folder)
+                        found.append(_Found(rel, entry.path, entry.stat(follow_symlinks=False).st_size))
+                    else:
+                        raise ManifestError(f"refusing special file (not a regular file or folder) in model: {rel}")
         except OSError as exc:
             raise ManifestError(f"cannot list {folder}: {exc.strerror or exc}") from exc
-        for entry in entries:
-            rel = prefix + entry.name
-            if rel in ignore:
-                continue
-            _check_name(rel, folder)
-            mode = entry.stat(follow_symlinks=False).st_mode
-            if stat.S_ISLNK(mode):
-                raise ManifestError(f"refusing symbolic link in model: {rel}")
-            if stat.S_ISDIR(mode):
-                pending.append((Path(entry.path), rel + "/"))
-            elif stat.S_ISREG(mode):
-                found.append(_Found(rel, Path(entry.path), entry.stat(follow_symlinks=False).st_size))
-            else:
-                raise ManifestError(f"refusing special file (not a regular file or folder) in model: {rel}")
     return found
 
 
-def _check_name(rel: str, folder: Path) -> None:
+def _check_name(rel: str, folder: str) -> None:
     try:
         rel.encode("utf-8")
     except UnicodeEncodeError:
@@ -241,7 +241,7 @@ def build_manifest(
     if on_progress is not None:
         on_progress(sum(progress), total)
     files = sorted(
-        (FileEntry(path=rel, size=size, sha256=digest) for rel, (digest, size) in results.items()),
+        (FileEntry.model_construct(path=rel, size=size, sha256=digest) for rel, (digest, size) in results.items()),
         key=lambda e: path_key(e.path),
     )
     return Manifest(root_digest=compute_root_digest(files), files=files, total_bytes=sum(e.size for e in files))
@@ -258,7 +258,7 @@ def _collect(
     pending = set(futures)
     last = -1
     while pending:
-        done, pending = wait(pending, timeout=PROGRESS_INTERVAL_S, return_when=FIRST_COMPLETED)
+        done, pending = wait(pending, timeout=PROGRESS_INTERVAL_S)
         for future in done:
             error = future.exception()
             if error is not None:

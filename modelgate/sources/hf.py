@@ -75,7 +75,9 @@ def fetch_hf(source: str, dest: Path, budget: Budget, timeout_s: float) -> HfFet
         commit, files = _resolve(endpoint, spec, source, budget, timeout_s)
         _download(endpoint, spec.repo_id, commit, files, dest, source, budget, timeout_s)
     except hub_errors.RevisionNotFoundError as exc:
-        raise FetchError(f"source {source}: revision {spec.revision!r} not found at {endpoint}") from exc
+        raise FetchError(
+            f"source {source}: revision {spec.revision or DEFAULT_BRANCH!r} not found at {endpoint}"
+        ) from exc
     except hub_errors.RepositoryNotFoundError as exc:
         raise FetchError(
             f"source {source}: repo {spec.repo_id!r} not found at {endpoint} (or it is private or gated)"
