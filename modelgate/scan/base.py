@@ -1,0 +1,92 @@
+"""The contract between the scan driver and the per-format scanners.
+
+A format module provides ``detect(head: bytes) -> bool`` (by content, never by
+file name) and ``scan(data, ctx) -> None`` that adds findings to ``ctx``.
+Containers hand their members back to the driver through ``ctx.scan_nested`` so
+every member is scanned whatever its name, with depth and size limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelgate.scan.findings import Category, Finding, Severity
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_depth: int = 4  # nested archives
+    max_members: int = 100_000  # per archive
+    max_member_bytes: int = 64 * 1024**3  # uncompressed size of one member
+    max_total_bytes: int = 256 * 1024**3  # uncompressed bytes of one archive
+    max_compression_ratio: float = 200.0  # above 1 MiB uncompressed
+    max_header_bytes: int = 100 * 1024**2  # safetensors / GGUF / JSON config headers
+    max_pickle_ops: int = 50_000_000
+
+
+@dataclass
+class ScanContext:
+    """Where the bytes being scanned sit, and where findings go."""
+
+    root: Path  # the scanned model folder (ONNX external data must stay inside it)
+    file: str  # path relative to root
+    member: str | None = None  # 'a/b.pkl' or nested 'outer.zip!/inner.pkl'
+    depth: int = 0
+    limits: Limits = field(default_factory=Limits)
+    findings: list[Finding] = field(default_factory=list)
+    globals: list[str] = field(default_factory=list)
+    nested: Callable[[bytes | memoryview, ScanContext], str] | None = None  # set by the driver
+
+    def add(
+        self,
+        rule_id: str,
+        category: Category,
+        severity: Severity,
+        message: str,
+        *,
+        offset: int | None = None,
+        global_name: str | None = None,
+    ) -> None:
+        self.findings.append(
+            Finding(
+                rule_id=rule_id,
+                category=category,
+                severity=severity,
+                message=message,
+                file=self.file,
+                member=self.member,
+                offset=offset,
+                global_name=global_name,
+            )
+        )
+
+    def child(self, member: str) -> ScanContext:
+        """Context for an archive member; findings and globals are shared with the parent."""
+        name = member if self.member is None else f"{self.member}!/{member}"
+        return ScanContext(
+            root=self.root,
+            file=self.file,
+            member=name,
+            depth=self.depth + 1,
+            limits=self.limits,
+            findings=self.findings,
+            globals=self.globals,
+            nested=self.nested,
+        )
+
+    def scan_nested(self, data: bytes | memoryview, member: str) -> str:
+        """Scan an archive member by content (returns its detected format)."""
+        child = self.child(member)
+        if child.depth > self.limits.max_depth:
+            child.add(
+                "archive.depth-limit",
+                Category.LIMIT,
+                Severity.MEDIUM,
+                f"nested archives deeper than {self.limits.max_depth} levels are not scanned",
+            )
+            return "unscanned"
+        if self.nested is None:
+            raise RuntimeError("ScanContext.nested is not set: use the scan driver")
+        return self.nested(data, child)
