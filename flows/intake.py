@@ -1,4 +1,4 @@
-"""The intake flow: source → fetch → manifest → signature → provenance → policy gate.
+"""The intake flow: source → fetch → manifest → signature → provenance → scan → policy gate.
 
 Each stage is a Prefect task wrapping a plain function that returns evidence. A
 stage whose prerequisite did not complete is recorded as ``skipped`` with the
@@ -8,6 +8,7 @@ reason, and the gate fails closed on it. Every run writes its evidence folder
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Literal
@@ -19,15 +20,17 @@ from pydantic import BaseModel
 from modelgate.evidence import StageEvidence, Status, write_evidence
 from modelgate.progress import emit
 from modelgate.report import decision_markdown
+from modelgate.scan.sarif import to_sarif
 from modelgate.request import IntakeRequest
 from modelgate.settings import Settings, load_settings
 from tasks.fetch import fetch_task
 from tasks.gate import gate_task
 from tasks.manifest import manifest_task
 from tasks.provenance import provenance_task
+from tasks.scan import scan_task
 from tasks.signature import signature_task
 
-STAGES = ("fetch", "manifest", "signature", "provenance", "gate")
+STAGES = ("fetch", "manifest", "signature", "provenance", "scan", "gate")
 
 
 class IntakeOutcome(BaseModel):
@@ -95,7 +98,7 @@ def intake(request: IntakeRequest) -> IntakeOutcome:
 
     manifest = None
     if fetched is None:
-        for stage in ("manifest", "signature", "provenance"):
+        for stage in ("manifest", "signature", "provenance", "scan"):
             run.skip(stage, "fetch did not complete")
     else:
         emit("manifest", "running")
@@ -119,6 +122,11 @@ def intake(request: IntakeRequest) -> IntakeOutcome:
                 model_dir=fetched.root,
             )
         )
+
+        emit("scan", "running")
+        scan_evidence, scan_report = scan_task(fetched.root)
+        run.record(scan_evidence)
+        (run.folder / "scan.sarif").write_text(json.dumps(to_sarif(scan_report), indent=2))
 
     root_digest = manifest.root_digest if manifest is not None else None
     emit("gate", "running")

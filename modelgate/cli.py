@@ -46,7 +46,7 @@ def main() -> None:
     \b
     Engineers:       modelgate intake SOURCE --name N --version V
     Policy authors:  modelgate policy validate|test|explain
-    Consumers:       modelgate manifest | verify
+    Consumers:       modelgate manifest | verify | scan
     Operators:       modelgate services up|down|status, modelgate demo build|run
     """
 
@@ -177,10 +177,12 @@ def demo_run(seed: int) -> None:
 
 def _register_subcommands() -> None:
     from modelgate.cli_policy import policy_group
+    from modelgate.cli_scan import scan_command
     from modelgate.cli_signing import signing_commands
     from modelgate.demo.cli import demo_group
 
     main.add_command(policy_group)
+    main.add_command(scan_command)
     demo_group.add_command(demo_run)
     main.add_command(demo_group)
     for command in signing_commands:

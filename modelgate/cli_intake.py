@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from modelgate.evidence import StageEvidence
     from modelgate.request import IntakeRequest
 
-STAGE_ORDER = ("fetch", "manifest", "signature", "provenance", "gate")
+STAGE_ORDER = ("fetch", "manifest", "signature", "provenance", "scan", "gate")
 STYLE = {"pass": "green", "fail": "red", "error": "bold red", "skipped": "yellow", "running": "cyan"}
 
 
@@ -47,7 +47,14 @@ def _summary(evidence: StageEvidence | None) -> str:
         return ""
     if evidence.reason:
         return evidence.reason[:160]
-    interesting = ("fetch.total_bytes", "manifest.root_digest", "signature.signer", "provenance.license")
+    interesting = (
+        "fetch.total_bytes",
+        "manifest.root_digest",
+        "signature.signer",
+        "provenance.license",
+        "scan.verdict",
+        "scan.formats",
+    )
     return ", ".join(f"{k.split('.', 1)[1]}={evidence.metrics[k]}" for k in interesting if k in evidence.metrics)
 
 

@@ -49,18 +49,18 @@ class ManifestError(ModelgateError):
 class FileEntry(BaseModel):
     """One file of the model: POSIX path relative to the model folder, size and hex SHA-256."""
 
-    path: str
-    size: int
-    sha256: str
+    path: str = Field(min_length=1)
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class Manifest(BaseModel):
     """Every file of a model with its digest, and the root digest over them."""
 
     algorithm: Literal["sha256"] = "sha256"
-    root_digest: str = Field(description="sha256:<hex>, OMS-compatible (docs/contracts.md).")
+    root_digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", description="OMS-compatible (docs/contracts.md).")
     files: list[FileEntry] = Field(description="Sorted by path, component by component.")
-    total_bytes: int
+    total_bytes: int = Field(ge=0)
 
     @property
     def file_count(self) -> int:
@@ -103,6 +103,7 @@ def compute_root_digest(files: Iterable[FileEntry]) -> str:
 
 
 _local = threading.local()
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 
 
 def _buffer() -> memoryview:
@@ -120,7 +121,8 @@ def _hash_open_file(path: str | Path, progress: list[int] | None = None, slot: i
     view = _buffer()
     size = 0
     try:
-        with open(path, "rb", buffering=0) as handle:
+        # O_NOFOLLOW: a file swapped for a symlink after the walk is refused, not followed.
+        with open(os.open(path, _OPEN_FLAGS), "rb", buffering=0) as handle:
             while n := handle.readinto(view):
                 hasher.update(view[:n])
                 size += n
@@ -240,11 +242,14 @@ def build_manifest(
         _collect(futures, results, progress, total, on_progress)
     if on_progress is not None:
         on_progress(sum(progress), total)
-    files = sorted(
-        (FileEntry.model_construct(path=rel, size=size, sha256=digest) for rel, (digest, size) in results.items()),
-        key=lambda e: path_key(e.path),
+    ordered = sorted(results, key=path_key)
+    files = [FileEntry.model_construct(path=rel, size=results[rel][1], sha256=results[rel][0]) for rel in ordered]
+    return Manifest.model_construct(
+        algorithm="sha256",
+        root_digest=root_digest_of(e.sha256 for e in files),
+        files=files,
+        total_bytes=sum(e.size for e in files),
     )
-    return Manifest(root_digest=compute_root_digest(files), files=files, total_bytes=sum(e.size for e in files))
 
 
 def _collect(

@@ -28,6 +28,11 @@ from modelgate.settings import Settings, load_settings
 
 DEFAULT_S3_ACCESS_KEY = "modelgate-admin"
 DEFAULT_S3_SECRET_KEY = "modelgate-admin-secret"  # noqa: S105 - local embedded default, overridable
+# Registry identities of the embedded S3 server (infra/local/s3-identities.json): local defaults, overridable.
+DEFAULT_S3_IDENTITIES = {
+    "publisher": ("modelgate-publisher", "modelgate-publisher-secret"),
+    "consumer": ("modelgate-consumer", "modelgate-consumer-secret"),
+}
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class ServiceSpec:
     health: str
     env: dict[str, str] = field(default_factory=dict)
     grpc_port_offset: int = 0
+    files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,13 @@ def s3_credentials() -> tuple[str, str]:
     )
 
 
+def s3_identity(role: str) -> tuple[str, str]:
+    """A registry identity of the embedded S3 server (override: MODELGATE_S3_<ROLE>_ACCESS_KEY/SECRET_KEY)."""
+    access, secret = DEFAULT_S3_IDENTITIES[role]
+    prefix = f"MODELGATE_S3_{role.upper()}_"
+    return os.environ.get(prefix + "ACCESS_KEY", access), os.environ.get(prefix + "SECRET_KEY", secret)
+
+
 def load_specs(settings: Settings | None = None) -> dict[str, ServiceSpec]:
     """Read the service definitions, applying MODELGATE_<NAME>_PORT overrides."""
     settings = settings or load_settings()
@@ -87,12 +100,14 @@ def load_specs(settings: Settings | None = None) -> dict[str, ServiceSpec]:
             health=str(body["health"]),
             env={str(k): str(v) for k, v in (body.get("env") or {}).items()},
             grpc_port_offset=int(body.get("grpc_port_offset", 0)),
+            files={str(k): str(v) for k, v in (body.get("files") or {}).items()},
         )
     return specs
 
 
 def _render(template: str, spec: ServiceSpec, data_dir: Path) -> str:
     access, secret = s3_credentials()
+    (publisher_access, publisher_secret), (consumer_access, consumer_secret) = map(s3_identity, DEFAULT_S3_IDENTITIES)
     values: dict[str, Any] = {
         "bin": str(Path(sys.executable).parent),
         "data": str(data_dir),
@@ -100,8 +115,37 @@ def _render(template: str, spec: ServiceSpec, data_dir: Path) -> str:
         "ports": _Ports(spec.ports),
         "s3_access_key": access,
         "s3_secret_key": secret,
+        "s3_publisher_access_key": publisher_access,
+        "s3_publisher_secret_key": publisher_secret,
+        "s3_consumer_access_key": consumer_access,
+        "s3_consumer_secret_key": consumer_secret,
+        "registry_bucket": os.environ.get("MODELGATE_REGISTRY_BUCKET") or "modelgate-registry",
     }
     return template.format(**values)
+
+
+def render_json_file(source: Path, target: Path, spec: ServiceSpec, data_dir: Path) -> Path:
+    """Render a JSON template (placeholders in its string values) to ``target``, mode 0600: it holds secrets."""
+    try:
+        document = json.loads(source.read_text())
+    except (OSError, ValueError) as exc:
+        raise ServiceError(f"{source}: cannot read the JSON template: {exc}") from exc
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return _render(value, spec, data_dir)
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(fill(document), handle, indent=2)
+    return target
 
 
 class _Ports:
@@ -184,6 +228,8 @@ def start(name: str, *, settings: Settings | None = None, timeout_s: float = 90.
         )
     data_dir = settings.services_dir / name
     data_dir.mkdir(parents=True, exist_ok=True)
+    for target, source in spec.files.items():
+        render_json_file(settings.project / source, Path(_render(target, spec, data_dir)), spec, data_dir)
     command = [_render(arg, spec, data_dir) for arg in spec.command]
     env = {**os.environ, **{k: _render(v, spec, data_dir) for k, v in spec.env.items()}}
     log_path = settings.services_dir / f"{name}.log"

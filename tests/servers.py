@@ -546,12 +546,15 @@ def seaweedfs(
     access_key: str = "modelgate-test",
     secret_key: str = "modelgate-test-secret",
     startup_timeout_s: float = 30.0,
+    identities: list[dict[str, Any]] | None = None,
 ) -> Iterator[S3Server]:
     """Run ``weed mini`` on free loopback ports; yield its S3 endpoint and credentials.
 
     ``base`` is pytest's ``tmp_path_factory`` or a folder. Credentials are handed to weed through
     ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, which makes them its admin identity;
     anonymous requests are refused. The log is ``<folder>/weed.log``, shown if startup fails.
+    ``identities`` (SeaweedFS ``s3.json`` identity objects) are written to ``<folder>/s3.json``
+    beside the admin identity and passed with ``-s3.config`` (weed then ignores the env admin).
     """
     folder = Path(base.mktemp("seaweedfs")) if hasattr(base, "mktemp") else Path(base)
     data_dir = folder / "data"
@@ -560,9 +563,19 @@ def seaweedfs(
     ports = free_port_pairs(6)
     server = S3Server(f"http://127.0.0.1:{ports[3]}", access_key, secret_key)
     env = {**os.environ, "AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}
+    command = _weed_command(data_dir, ports)
+    if identities is not None:
+        admin = {
+            "name": "admin",
+            "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+        }
+        config = folder / "s3.json"
+        config.write_text(json.dumps({"identities": [admin, *identities]}, indent=2))
+        command.append(f"-s3.config={config}")
     with log.open("wb") as log_file:
         proc = subprocess.Popen(
-            _weed_command(data_dir, ports),
+            command,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             env=env,

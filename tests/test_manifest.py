@@ -133,6 +133,9 @@ def test_root_symlink_and_file_refused(tmp_path: Path) -> None:
         build_manifest(model / "a.txt")
     with pytest.raises(ManifestError, match="cannot read model folder"):
         build_manifest(tmp_path / "missing")
+    (tmp_path / "file-alias").symlink_to(model / "a.txt")
+    with pytest.raises(ManifestError, match="symbolic links"):  # opened with O_NOFOLLOW
+        hash_file(tmp_path / "file-alias")
 
 
 def test_special_file_refused(tmp_path: Path) -> None:

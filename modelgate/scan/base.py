@@ -24,6 +24,8 @@ class Limits:
     max_compression_ratio: float = 200.0  # above 1 MiB uncompressed
     max_header_bytes: int = 100 * 1024**2  # safetensors / GGUF / JSON config headers
     max_pickle_ops: int = 50_000_000
+    max_data_probe_ops: int = 1_000_000  # pickle opcodes tried on raw tensor data before calling it data
+    verify_storage_crc: bool = False  # CRC-32 of stored tensor-storage members (not a security check: costs I/O)
 
 
 @dataclass
@@ -38,6 +40,9 @@ class ScanContext:
     findings: list[Finding] = field(default_factory=list)
     globals: list[str] = field(default_factory=list)
     nested: Callable[[bytes | memoryview, ScanContext], str] | None = None  # set by the driver
+    format: str | None = None  # a format module may refine its NAME here (e.g. 'pytorch-legacy')
+    lenient: bool = False  # raw tensor data: only definite findings count, parse failures mean 'just data'
+    members: dict[str, str] = field(default_factory=dict)  # member path -> detected format, shared
 
     def add(
         self,
@@ -74,11 +79,18 @@ class ScanContext:
             findings=self.findings,
             globals=self.globals,
             nested=self.nested,
+            members=self.members,
         )
 
-    def scan_nested(self, data: bytes | memoryview, member: str) -> str:
-        """Scan an archive member by content (returns its detected format)."""
+    def scan_nested(self, data: bytes | memoryview, member: str, *, lenient: bool = False) -> str:
+        """Scan an archive member by content (returns its detected format).
+
+        ``lenient`` marks bytes that the container says are raw tensor data: they
+        are still dispatched by content (an attacker can hide a pickle there), but
+        a parse failure only means 'this is data', not a malformed file.
+        """
         child = self.child(member)
+        child.lenient = lenient
         if child.depth > self.limits.max_depth:
             child.add(
                 "archive.depth-limit",

@@ -45,8 +45,16 @@ class FileReport(BaseModel):
     path: str
     format: str = Field(description="Detected by content: pickle, pytorch-zip, pytorch-legacy, torchscript, ...")
     size: int
+    sha256: str | None = Field(
+        default=None,
+        description="'sha256:<hex>' of the file's bytes when scanned; the safe loader refuses a file without it "
+        "or whose bytes no longer match.",
+    )
     findings: list[Finding] = Field(default_factory=list)
     globals: list[str] = Field(default_factory=list, description="Every global the pickles import.")
+    members: dict[str, str] = Field(
+        default_factory=dict, description="Archive member (nested: 'a!/b') -> the format detected by content."
+    )
 
     @property
     def verdict(self) -> str:

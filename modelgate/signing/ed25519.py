@@ -81,17 +81,19 @@ def verify_ed25519(doc: Any, manifest: Manifest, store: TrustStore, path: str = 
             f"signature does not verify with trusted key {kid[:16]} of {first.publisher}",
             key_id=kid,
         )
-    fields: dict[str, Any] = {"signer": signer.publisher, "key_id": kid}
+    by = f"signed by {signer.publisher}, but "
     try:
         files, root = _signed_files(body)
     except MalformedSignature as exc:
-        return result("invalid", f"malformed signed manifest: {exc}", **fields)
+        return result("invalid", f"{by}malformed signed manifest: {exc}", key_id=kid)
     signed = {e.path: (e.sha256, e.size) for e in files}
     missing, extra, changed, reason = compare_files(dict(signed), manifest, with_size=True)
     if not reason and root != manifest.root_digest:
         reason = f"signed root digest {root} differs from the model's {manifest.root_digest}"
-    fields.update(missing=missing, extra=extra, changed=changed)
-    return result("invalid" if reason else "verified", reason, **fields)
+    fields: dict[str, Any] = {"key_id": kid, "missing": missing, "extra": extra, "changed": changed}
+    if reason:
+        return result("invalid", by + reason, **fields)
+    return result("verified", signer=signer.publisher, **fields)
 
 
 def _verifies(key: object, signature: bytes, message: bytes) -> bool:

