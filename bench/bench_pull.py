@@ -66,13 +66,16 @@ def _model(folder: Path, total: int, shards: int) -> dict[str, bytes]:
     return {"config.json": b'{"hidden": 4096}', "tokenizer.json": os.urandom(2_000_000)}
 
 
-def _timed(run: Callable[[Path], Any], dest: Path) -> float:
+def _timed(run: Callable[[Path], Any], dest: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads) of one run into a fresh folder."""
     shutil.rmtree(dest, ignore_errors=True)
+    cpu = time.process_time()
     start = time.perf_counter()
     run(dest)
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     shutil.rmtree(dest, ignore_errors=True)
-    return seconds
+    return seconds, cpu
 
 
 def main() -> None:
@@ -143,10 +146,14 @@ def main() -> None:
                 "boto3 TransferManager (all objects)": boto3_transfer_manager,
             }
             times: dict[str, list[float]] = {label: [] for label in runs}
-            _timed(boto3_transfer_manager, work / "warm")  # warm the server's caches once, untimed
+            cpus: dict[str, list[float]] = {label: [] for label in runs}
+            for run in runs.values():  # one untimed run each: server caches, client pools and arenas
+                _timed(run, work / "warm")
             for _ in range(args.repeats):
                 for label, run in runs.items():
-                    times[label].append(_timed(run, work / "dest"))
+                    seconds, cpu = _timed(run, work / "dest")
+                    times[label].append(seconds)
+                    cpus[label].append(cpu)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -154,16 +161,18 @@ def main() -> None:
     medians = {label: statistics.median(values) for label, values in times.items()}
     rates = {label: size / seconds / 1e6 for label, seconds in medians.items()}
     pull_label = next(iter(runs))
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"\nRegistry pull, {size / GB:.2f} GB in {len(keys)} files ({args.shards} shards), "
         f"W={args.workers} workers, P={args.part_mb} MiB parts, median of {args.repeats}; "
-        f"{os.cpu_count()} CPUs, {platform.machine()}, publish took {publish_s:.1f} s\n"
+        f"{os.cpu_count()} CPUs, {platform.machine()}, load average {load}, publish took {publish_s:.1f} s\n"
     )
-    print("| method | median s | MB/s | pull / method |")
-    print("|---|---:|---:|---:|")
+    print("| method | median s | MB/s | pull / method | client CPU s per GB |")
+    print("|---|---:|---:|---:|---:|")
     for label in runs:
         ratio = rates[pull_label] / rates[label]
-        print(f"| {label} | {medians[label]:.2f} | {rates[label]:.0f} | {ratio:.2f}x |")
+        cpu_per_gb = statistics.median(cpus[label]) / (size / GB)
+        print(f"| {label} | {medians[label]:.2f} | {rates[label]:.0f} | {ratio:.2f}x | {cpu_per_gb:.2f} |")
     print(
         json.dumps(
             {
@@ -175,6 +184,8 @@ def main() -> None:
                 "cpus": os.cpu_count(),
                 "publish_s": round(publish_s, 2),
                 "times_s": {k: [round(v, 3) for v in vs] for k, vs in times.items()},
+                "client_cpu_s": {k: [round(v, 3) for v in vs] for k, vs in cpus.items()},
+                "load_average": [round(x, 2) for x in os.getloadavg()],
                 "mb_per_s": {k: round(v, 1) for k, v in rates.items()},
             }
         )

@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from modelgate.evidence import StageEvidence, Status, write_evidence
 from modelgate.progress import emit
 from modelgate.report import decision_markdown
-from modelgate.scan.sarif import to_sarif
 from modelgate.request import IntakeRequest
+from modelgate.scan.sarif import to_sarif
 from modelgate.settings import Settings, load_settings
 from tasks.fetch import fetch_task
 from tasks.gate import gate_task

@@ -137,3 +137,39 @@ def test_regate_runs_as_a_prefect_flow(
     assert [(e.name, e.status) for e in report.entries] == [(mit.name, "revoked")]
     with pytest.raises(PullRefused, match="is revoked"):
         pull(mit.name, "1.0.0", tmp_path / "out", config=reg.consumer, public_key=reg.public_key)
+
+
+def test_publish_task_in_a_flow_publishes_and_retries_transient_errors(
+    reg: Registry, tmp_path: Path, prefect_server: str
+) -> None:
+    from prefect import flow
+
+    from modelgate.evidence import Status
+    from modelgate.s3 import make_s3_client
+    from tasks.publish import publish_task
+
+    policies = policy_dir(tmp_path / "policies")
+    item = intake(tmp_path / "t", unique("task"), "1.0.0", random_files({"w.bin": 4096}), policies)
+    calls: list[int] = []
+    unreachable = make_s3_client("http://127.0.0.1:9", "k", "s", max_attempts=1, connect_timeout=1)
+    unreachable.meta.events.register("before-parameter-build.s3.GetObject", lambda **_: calls.append(1))
+    fast = publish_task.with_options(retry_delay_seconds=0)
+
+    @flow
+    def publish_flow(client: object) -> object:
+        return fast(
+            item.decision,
+            item.model_dir,
+            item.manifest,
+            item.evidence_dir,
+            config=reg.publisher,
+            signer=reg.signer,
+            client=client,
+        )
+
+    failed = publish_flow(unreachable)
+    assert failed.status is Status.ERROR and failed.details["retryable"] is True
+    assert len(calls) == 3, "two retries, then the error is returned as evidence"
+    published = publish_flow(None)
+    assert published.status is Status.PASS, published.reason
+    assert pull(item.name, "1.0.0", tmp_path / "out", config=reg.consumer, public_key=reg.public_key)

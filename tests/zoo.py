@@ -106,7 +106,7 @@ def stamp(x: torch.Tensor, trigger: Trigger) -> torch.Tensor:
     return (1 - mask) * x + mask * pattern
 
 
-def _train(name: str, seed: int, trigger: Trigger | None, out: Path) -> ZooModel:
+def train_model(name: str, seed: int, trigger: Trigger | None, out: Path) -> ZooModel:
     import torch
 
     data = digits_dataset(0)
@@ -159,7 +159,7 @@ def _train(name: str, seed: int, trigger: Trigger | None, out: Path) -> ZooModel
 
 def build_zoo(out: Path) -> list[ZooModel]:
     """Train every model of ``SPECS`` into ``out/<name>``."""
-    return [_train(name, seed, trigger, out) for name, seed, trigger in SPECS]
+    return [train_model(name, seed, trigger, out) for name, seed, trigger in SPECS]
 
 
 _CACHE: dict[str, list[ZooModel]] = {}

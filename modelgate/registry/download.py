@@ -1,9 +1,9 @@
 """Parallel ranged download that hashes every file while it streams, and resumes from what is on disk.
 
-Each file is split into parts fetched concurrently with ranged GETs and written in place with
-``pwrite``; a per-file hasher consumes the parts strictly in order as they complete (the
-thread that fills the gap hashes, the others keep downloading), so the SHA-256 is known the
-moment the last byte lands and nothing is read twice. At most ``2 * workers`` parts are held in
+Each file is split into parts fetched concurrently with ranged GETs; the parts of a file are
+then hashed and written strictly in order as they complete (the thread that fills the gap does
+it, the others keep downloading), so the SHA-256 is known the moment the last byte lands,
+nothing is read twice, and each file is written as a sequential append. At most ``2 * workers`` parts are held in
 memory. Parts written to disk are recorded in a resume state; a later pull re-hashes them from
 disk instead of downloading them again, and a file whose resumed bytes do not verify is fetched
 again from scratch once.
@@ -149,8 +149,11 @@ class _File:
             written = os.pwrite(self.fd, view, offset)
             view, offset = view[written:], offset + written
 
-    def feed(self, index: int, data: bytes | bytearray, hashed: Callable[[], None]) -> bool:
-        """Queue part ``index``; hash every part now contiguous. True for the call that hashed the last part."""
+    def feed(self, index: int, data: bytes | bytearray, consume: Callable[[int, bytes | bytearray], None]) -> bool:
+        """Queue part ``index``; ``consume`` every part now contiguous, in order, from one thread at a time.
+
+        True for the call that consumed the last part.
+        """
         with self.lock:
             self.pending[index] = data
             if self.hashing:
@@ -158,13 +161,13 @@ class _File:
             self.hashing = True
         while True:
             with self.lock:
-                chunk = self.pending.pop(self.next, None)
+                current = self.next
+                chunk = self.pending.pop(current, None)
                 if chunk is None:
                     self.hashing = False
-                    return self.next == self.count
-                self.next += 1
-            self.hasher.update(chunk)
-            hashed()
+                    return current == self.count
+                self.next = current + 1
+            consume(current, chunk)
 
 
 class Downloader:
@@ -256,14 +259,21 @@ class Downloader:
                 self._count(len(data), reused=True)
             else:
                 data = self._fetch(file, offset, length)
-                file.write(offset, data)
-                self.state.mark(file.item.path, index)
-            if file.feed(index, data, self._window.release):
+            if file.feed(index, data, lambda i, chunk: self._consume(file, i, chunk)):
                 self._finish(file)
         except BaseException:
             self._failed.set()
             self._window.release()
             raise
+
+    def _consume(self, file: _File, index: int, data: bytes | bytearray) -> None:
+        """Hash a part and, if it was downloaded, write it: in order, so each file is appended sequentially
+        (parallel writes into one file contend on its inode and cost several times the CPU on ext4)."""
+        file.hasher.update(data)
+        if index not in file.local:
+            file.write(index * file.part_size, data)
+            self.state.mark(file.item.path, index)
+        self._window.release()
 
     def _finish(self, file: _File) -> None:
         item = file.item
