@@ -124,7 +124,7 @@ def intake(request: IntakeRequest) -> IntakeOutcome:
         )
 
         emit("scan", "running")
-        scan_evidence, scan_report = scan_task(fetched.root)
+        scan_evidence, scan_report = scan_task(fetched.root, manifest)
         run.record(scan_evidence)
         (run.folder / "scan.sarif").write_text(json.dumps(to_sarif(scan_report), indent=2))
 

@@ -6,6 +6,7 @@ Heavy imports (Prefect, torch) happen inside the commands that need them, so
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -28,8 +29,32 @@ def fail(message: str, code: int = EXIT_ERROR) -> None:
     sys.exit(code)
 
 
+# Subcommands that live in their own modules, imported only when used (fast --help and start-up).
+_LAZY_COMMANDS = {
+    "policy": "modelgate.cli_policy:policy_group",
+    "scan": "modelgate.cli_scan:scan_command",
+    "demo": "modelgate.demo.cli:demo_group",
+    "manifest": "modelgate.cli_signing:manifest_command",
+    "verify": "modelgate.cli_signing:verify_command",
+    "keygen": "modelgate.cli_signing:keygen_command",
+    "sign": "modelgate.cli_signing:sign_command",
+}
+
+
 class _Group(click.Group):
-    """Turns expected errors into one line instead of a traceback."""
+    """Loads subcommands lazily and turns expected errors into one line instead of a traceback."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY_COMMANDS and cmd_name not in self.commands:
+            module_name, attr = _LAZY_COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module_name), attr)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{_LAZY_COMMANDS[cmd_name]} is not a click command")
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -164,32 +189,6 @@ def intake(
         click.echo(outcome.model_dump_json(indent=2))
     sys.exit({"approved": EXIT_APPROVED, "rejected": EXIT_REJECTED}.get(outcome.decision, EXIT_ERROR))
 
-
-@click.command("run")
-@click.option("--seed", default=0, show_default=True, help="Seed of the example models.")
-def demo_run(seed: int) -> None:
-    """Build the example models and run the intake flow on each; print the decision table."""
-    use_running_services()
-    from modelgate.demo.run import run_demo
-
-    sys.exit(run_demo(seed=seed))
-
-
-def _register_subcommands() -> None:
-    from modelgate.cli_policy import policy_group
-    from modelgate.cli_scan import scan_command
-    from modelgate.cli_signing import signing_commands
-    from modelgate.demo.cli import demo_group
-
-    main.add_command(policy_group)
-    main.add_command(scan_command)
-    demo_group.add_command(demo_run)
-    main.add_command(demo_group)
-    for command in signing_commands:
-        main.add_command(command)
-
-
-_register_subcommands()
 
 if __name__ == "__main__":
     main()

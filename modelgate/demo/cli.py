@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -45,3 +46,14 @@ def build_command(out_dir: Path | None, seed: int, overwrite: bool) -> None:
         summary = example_summary(path)
         click.echo(f"  {name:<20} test accuracy {summary['test_accuracy']:.4f}  {summary['description']}")
         click.echo(f"  {'':<20} {path}")
+
+
+@demo_group.command("run")
+@click.option("--seed", default=0, show_default=True, help="Seed of the example models.")
+def run_command(seed: int) -> None:
+    """Build the example models and run the intake flow on each; print the decision table."""
+    from modelgate.cli import use_running_services
+    from modelgate.demo.run import run_demo
+
+    use_running_services()
+    sys.exit(run_demo(seed=seed))

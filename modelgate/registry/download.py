@@ -16,7 +16,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from modelgate.registry.store import is_missing, translate
 PART_ATTEMPTS = 3
 CHUNK = 1 << 20
 STATE_SAVE_INTERVAL_S = 0.5
+LANES = 2  # files downloaded side by side
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -219,14 +221,10 @@ class Downloader:
         futures: list[Future[None]] = []
         with ThreadPoolExecutor(self.workers, thread_name_prefix="modelgate-pull") as pool:
             try:
-                for file in sorted(files, key=lambda f: -f.item.size):
-                    if self._failed.is_set():
+                for file, index in self._schedule(files):
+                    if not self._acquire():
                         break
-                    file.open()
-                    for index in range(file.count):
-                        if not self._acquire():
-                            break
-                        futures.append(pool.submit(self._part, file, index))
+                    futures.append(pool.submit(self._part, file, index))
                 wait(futures, return_when="FIRST_EXCEPTION")
                 for future in futures:
                     if future.done() and (error := future.exception()) is not None:
@@ -241,6 +239,26 @@ class Downloader:
                     file.close()
                 self.state.save(force=True)
         return list(self._redo)
+
+    def _schedule(self, files: list[_File]) -> Iterator[tuple[_File, int]]:
+        """Parts in download order: round-robin over a few files at a time, largest files first.
+
+        Each file is hashed and written by one thread at a time, so interleaving files lets
+        several of them be hashed and written in parallel instead of queueing behind one.
+        """
+        waiting = deque(sorted(files, key=lambda f: -f.item.size))
+        active: deque[tuple[_File, Iterator[int]]] = deque()
+        lanes = LANES
+        while waiting or active:
+            while waiting and len(active) < lanes:
+                file = waiting.popleft()
+                file.open()
+                active.append((file, iter(range(file.count))))
+            file, parts = active.popleft()
+            index = next(parts, None)
+            if index is not None:
+                active.append((file, parts))
+                yield file, index
 
     def _acquire(self) -> bool:
         while not self._window.acquire(timeout=0.2):

@@ -438,13 +438,14 @@ def _failure(code: int, result: dict[str, Any], stderr_path: Path, cap: int) -> 
     """One line saying why the child did not deliver tensors."""
     if result.get("kind") == "memory":
         return f"memory: the load needs more than the {cap}-byte cap ({result.get('message', '')})"
+    if result.get("kind") == "unsupported":
+        return str(result.get("message", "not a state dict"))
     if result.get("kind"):
         return f"the checkpoint could not be loaded with weights_only=True ({result.get('message', '')})"
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
         why = {
             "SIGXCPU": "CPU time limit reached",
-            "SIGXFSZ": "file size limit reached",
             "SIGKILL": "killed (out of memory?)",
             "SIGSEGV": f"crashed (memory cap {cap} bytes?)",
             "SIGABRT": f"aborted (memory cap {cap} bytes?)",

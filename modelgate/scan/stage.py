@@ -11,6 +11,7 @@ from typing import Any
 
 from modelgate import __version__
 from modelgate.evidence import StageEvidence, Status, run_stage
+from modelgate.manifest import Manifest
 from modelgate.scan.driver import SCANNER_VERSION, scan_path
 from modelgate.scan.findings import BLOCKING, Finding, ScanReport, Severity
 
@@ -64,12 +65,21 @@ def evidence_from(report: ScanReport) -> StageEvidence:
     )
 
 
-def scan_stage(model_dir: Path) -> tuple[StageEvidence, ScanReport]:
-    """Scan every file of the model folder; the evidence and the full report (for SARIF)."""
+def scan_stage(model_dir: Path, manifest: Manifest | None = None) -> tuple[StageEvidence, ScanReport]:
+    """Scan every file of the model folder; the evidence and the full report (for SARIF).
+
+    With the run's manifest, each file's digest comes from the manifest stage instead of a
+    second full read: the intake hashes every byte once. The safe loader re-hashes the copy
+    it loads and refuses any file whose bytes differ from that digest.
+    """
     reports: list[ScanReport] = []
 
     def body() -> StageEvidence:
-        report = scan_path(Path(model_dir))
+        report = scan_path(Path(model_dir), digests=manifest is None)
+        if manifest is not None:
+            digests = {entry.path: f"sha256:{entry.sha256}" for entry in manifest.files}
+            for file_report in report.files:
+                file_report.sha256 = digests.get(file_report.path)
         reports.append(report)
         return evidence_from(report)
 

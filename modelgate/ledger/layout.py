@@ -1,0 +1,56 @@
+"""Where an intake run's evidence lives in a DVC workspace, and what its experiment is called.
+
+``dvc.yaml`` declares these paths as the stages' outputs; the flow's evidence folder is copied to
+``EVIDENCE_DIR`` when a run is recorded, so a recorded run and a ``dvc repro`` look alike.
+"""
+
+from __future__ import annotations
+
+import re
+
+EVIDENCE_DIR = "evidence/current"
+SCRATCH_DIR = ".intake"  # the fetched model during `dvc repro` (never versioned: the manifest pins it)
+METRICS_FILE = "metrics.json"
+PLOTS_DIR = "plots"
+POLICY_SNAPSHOT = "policy.yaml"
+
+# Evidence stages in flow order, with the file each is recorded under.
+EVIDENCE_FILES: dict[str, str] = {
+    "fetch": "fetch.json",
+    "manifest": "manifest.json",
+    "signature": "signature.json",
+    "provenance": "provenance.json",
+    "scan": "scan.json",
+    "backdoor": "eval-backdoor.json",
+    "adversarial": "eval-adversarial.json",
+    "validation": "validation.json",
+}
+EVALUATIONS = ("backdoor", "adversarial")
+NOT_EVIDENCE = ("gate", "version")  # stage files written after the gate read the evidence
+
+# The intake stages of dvc.yaml, in order (the `examples` stage builds demo models, not an intake).
+PIPELINE = (
+    "request",
+    "fetch",
+    "manifest",
+    "signature",
+    "provenance",
+    "scan",
+    "evaluate",
+    "validate",
+    "gate",
+    "metrics",
+)
+
+# What `python -m modelgate.cli_stage` is called with from dvc.yaml.
+STAGE_COMMAND = "python -m modelgate.cli_stage"
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def experiment_name(name: str, version: str, run_id: str) -> str:
+    """``<name>-<version>-<run id prefix>``: readable in ``dvc exp show``, a valid git ref component."""
+    text = _UNSAFE.sub("-", f"{name}-{version}")
+    text = re.sub(r"\.{2,}", ".", text).strip(".-") or "intake"
+    suffix = _UNSAFE.sub("", run_id)[:8] or "run"
+    return f"{text}-{suffix}"

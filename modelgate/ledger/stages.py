@@ -1,0 +1,246 @@
+"""The intake stages as ``dvc repro`` runs them: each reads the previous stages' evidence from the
+evidence folder, calls the same plain stage function the Prefect task wraps, and writes its evidence.
+
+The order and the skip rules are the intake flow's (flows/intake.py): a stage whose prerequisite did
+not complete is recorded as ``skipped`` with the reason; models are evaluated only after the scan
+passed. The fetched model lives in a scratch folder that is never versioned (the manifest pins it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelgate.evidence import StageEvidence, Status, sha256_bytes, write_evidence
+from modelgate.ledger.config import LedgerError
+from modelgate.ledger.layout import EVALUATIONS, EVIDENCE_FILES, POLICY_SNAPSHOT
+from modelgate.ledger.metrics import write_metrics
+from modelgate.manifest import FileEntry, Manifest
+from modelgate.policy.decision import Decision
+from modelgate.request import IntakeRequest, ModelTask
+from modelgate.settings import Settings, load_settings
+
+REQUEST_FIELDS = tuple(IntakeRequest.model_fields)
+
+
+def read_params(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise LedgerError(f"{path}: no params file (run the stage from the DVC project root)")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write(folder: Path, evidence: StageEvidence, file: str | None = None) -> str:
+    return write_evidence(folder, Path(file or EVIDENCE_FILES[evidence.stage]).stem, evidence)
+
+
+def _read(folder: Path, stage: str) -> StageEvidence | None:
+    path = folder / EVIDENCE_FILES[stage]
+    return StageEvidence.model_validate_json(path.read_bytes()) if path.is_file() else None
+
+
+def _passed(folder: Path, stage: str) -> bool:
+    evidence = _read(folder, stage)
+    return evidence is not None and evidence.status is Status.PASS
+
+
+def _skip(folder: Path, stage: str, reason: str) -> StageEvidence:
+    evidence = StageEvidence(stage=stage, status=Status.SKIPPED, reason=reason)
+    _write(folder, evidence)
+    return evidence
+
+
+def load_request(folder: Path) -> IntakeRequest:
+    path = folder / "request.json"
+    if not path.is_file():
+        raise LedgerError(f"{path}: no request (run the request stage first)")
+    return IntakeRequest.model_validate_json(path.read_bytes())
+
+
+def model_dir(scratch: Path) -> Path:
+    return scratch / "model"
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def request_stage(folder: Path, params_file: Path) -> IntakeRequest:
+    """params.yaml ``intake:`` -> ``request.json`` (the flow writes the same file from its parameters)."""
+    intake = read_params(params_file).get("intake") or {}
+    request = IntakeRequest(**{k: intake[k] for k in REQUEST_FIELDS if intake.get(k) is not None})
+    write_evidence(folder, "request", request)
+    return request
+
+
+def fetch_stage(folder: Path, scratch: Path, settings: Settings | None = None) -> StageEvidence:
+    from tasks.fetch import fetch_stage as fetch
+
+    request = load_request(folder)
+    target = model_dir(scratch)
+    shutil.rmtree(target, ignore_errors=True)
+    evidence, _ = fetch(request.source, target, settings or load_settings())
+    _write(folder, evidence)
+    return evidence
+
+
+def manifest_stage(folder: Path, scratch: Path) -> StageEvidence:
+    from modelgate.manifest import manifest_stage as manifest
+
+    if not _passed(folder, "fetch"):
+        return _skip(folder, "manifest", "fetch did not complete")
+    evidence, _ = manifest(model_dir(scratch), load_request(folder).expected_digest)
+    _write(folder, evidence)
+    return evidence
+
+
+def _manifest(folder: Path) -> Manifest | None:
+    """The manifest as the flow held it in memory: present unless hashing refused the folder."""
+    evidence = _read(folder, "manifest")
+    if evidence is None or not isinstance(evidence.details.get("files"), list):
+        return None
+    return Manifest(
+        root_digest=str(evidence.metrics["manifest.root_digest"]),
+        files=[FileEntry.model_validate(row) for row in evidence.details["files"]],
+        total_bytes=int(evidence.metrics["manifest.total_bytes"]),  # type: ignore[arg-type]
+    )
+
+
+def signature_path(request: IntakeRequest, root: Path) -> Path | None:
+    """A signature named in the request: an absolute/relative path, or a file inside the model."""
+    if not request.signature:
+        return None
+    candidate = Path(request.signature).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate.resolve()
+    return root / request.signature
+
+
+def signature_stage(folder: Path, scratch: Path, settings: Settings | None = None) -> StageEvidence:
+    from modelgate.signing.stage import signature_stage as signature
+
+    if not _passed(folder, "fetch"):
+        return _skip(folder, "signature", "fetch did not complete")
+    manifest = _manifest(folder)
+    if manifest is None:
+        return _skip(folder, "signature", "no manifest")
+    root = model_dir(scratch)
+    trust = (settings or load_settings()).trust_store
+    evidence = signature(root, manifest, trust, signature_path(load_request(folder), root))
+    _write(folder, evidence)
+    return evidence
+
+
+def provenance_stage(folder: Path, scratch: Path) -> StageEvidence:
+    from modelgate.provenance import provenance_stage as provenance
+
+    fetched = _read(folder, "fetch")
+    if fetched is None or fetched.status is not Status.PASS:
+        return _skip(folder, "provenance", "fetch did not complete")
+    evidence = provenance(
+        scheme=str(fetched.metrics["fetch.scheme"]),
+        source_host=str(fetched.metrics["fetch.source_host"]),
+        revision=fetched.details.get("revision"),
+        revision_requested=fetched.details.get("revision_requested"),
+        expected_digest=load_request(folder).expected_digest,
+        model_dir=model_dir(scratch),
+    )
+    _write(folder, evidence)
+    return evidence
+
+
+def scan_stage(folder: Path, scratch: Path) -> StageEvidence:
+    from modelgate.scan.sarif import to_sarif
+    from modelgate.scan.stage import scan_stage as scan
+
+    if not _passed(folder, "fetch"):
+        return _skip(folder, "scan", "fetch did not complete")
+    evidence, report = scan(model_dir(scratch))
+    _write(folder, evidence)
+    (folder / "scan.sarif").write_text(json.dumps(to_sarif(report), indent=2))
+    return evidence
+
+
+def evaluate_stage(folder: Path, scratch: Path, params_file: Path) -> list[StageEvidence]:
+    """Backdoor and adversarial evaluations, only on a model the scan passed, with artifacts in ``folder``."""
+    request = load_request(folder)
+    reason = None
+    if not _passed(folder, "scan"):
+        reason = "the serialization scan did not pass: only scanned-safe models are loaded"
+    elif request.model_task is not ModelTask.IMAGE_CLASSIFICATION:
+        reason = f"model task {request.model_task.value!r}: the image evaluations need image-classification"
+    elif not request.eval_data:
+        reason = "no evaluation data named in the request"
+    if reason is not None or not request.eval_data:
+        return [_skip(folder, stage, reason or "no evaluation data") for stage in EVALUATIONS]
+    from tasks.evaluate.stage import adversarial_stage, backdoor_stage, merge_params
+
+    params = merge_params(read_params(params_file).get("evaluate") or {})
+    results = []
+    for run in (backdoor_stage, adversarial_stage):
+        evidence = run(model_dir(scratch), request.eval_data, params, folder)
+        _write(folder, evidence)
+        results.append(evidence)
+    return results
+
+
+def validate_stage(folder: Path, params_file: Path) -> StageEvidence:
+    from modelgate.validation import validate_stage as validate
+
+    section = read_params(params_file).get("validation") or {}
+    evidence = validate(folder, section if isinstance(section, Mapping) else {})
+    _write(folder, evidence)
+    return evidence
+
+
+def evidence_digests(folder: Path) -> dict[str, str]:
+    """``request.json`` and every evidence file the gate reads, by name -> sha256 (as the flow records them)."""
+    names = ["request.json", *EVIDENCE_FILES.values()]
+    return {name: sha256_bytes((folder / name).read_bytes()) for name in names if (folder / name).is_file()}
+
+
+def snapshot_policy(folder: Path, decision: Decision) -> Path | None:
+    """Copy the policy the decision names into the evidence, if its bytes still match the recorded digest."""
+    source = Path(decision.policy.path)
+    if not source.is_file() or sha256_bytes(source.read_bytes()) != decision.policy.digest:
+        return None
+    target = folder / POLICY_SNAPSHOT
+    shutil.copyfile(source, target)
+    return target
+
+
+def gate_stage(folder: Path, params_file: Path, settings: Settings | None = None) -> StageEvidence:
+    from modelgate.gate import gate_stage as gate
+    from modelgate.report import decision_markdown
+
+    settings = settings or load_settings()
+    request = load_request(folder)
+    intake = read_params(params_file).get("intake") or {}
+    stages = {s: e for s in EVIDENCE_FILES if (e := _read(folder, s)) is not None}
+    manifest = stages.get("manifest")
+    root = manifest.metrics.get("manifest.root_digest") if manifest else None
+    evidence, decision = gate(
+        stages,
+        policy_ref=request.policy,
+        policy_dir=settings.policy_dir,
+        name=request.name,
+        version=request.version,
+        root_digest=root if isinstance(root, str) else None,
+        evidence_digests=evidence_digests(folder),
+        run_id=str(intake.get("run_id") or "dvc-repro"),
+    )
+    write_evidence(folder, "gate", evidence)
+    if decision is not None:
+        decision.dvc_experiment = intake.get("experiment")
+        write_evidence(folder, "decision", decision)
+        (folder / "report.md").write_text(decision_markdown(decision))
+        snapshot_policy(folder, decision)
+    return evidence
+
+
+def metrics_stage(folder: Path) -> Path:
+    return write_metrics(folder)
