@@ -11,7 +11,8 @@ times, each into a fresh folder next to the other:
 * ``boto3 TransferManager``: all objects queued at once on one manager with the same config
   (the best plain boto3 can do: files overlap as in pull); no hashing.
 
-W (``--workers``) and P (``--part-mb``) are the same for all three, and all use the same botocore
+Runs are interleaved, their order rotated every repeat, with a ``sync`` between runs. W
+(``--workers``) and P (``--part-mb``) are the same for all three, and all use the same botocore
 config (path-style, checksums only when required, a connection pool of 2*W). Reports the median
 MB/s (10^6 bytes) and pull's ratio to each baseline. Prints a markdown table and one JSON line.
 
@@ -75,6 +76,8 @@ def _timed(run: Callable[[Path], Any], dest: Path) -> tuple[float, float]:
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
     shutil.rmtree(dest, ignore_errors=True)
+    os.sync()  # the next run starts with no dirty pages of this one to write back
+    time.sleep(0.5)
     return seconds, cpu
 
 
@@ -149,9 +152,11 @@ def main() -> None:
             cpus: dict[str, list[float]] = {label: [] for label in runs}
             for run in runs.values():  # one untimed run each: server caches, client pools and arenas
                 _timed(run, work / "warm")
-            for _ in range(args.repeats):
-                for label, run in runs.items():
-                    seconds, cpu = _timed(run, work / "dest")
+            labels = list(runs)
+            for repeat in range(args.repeats):
+                # Rotate the order: on a shared machine the run after another pays for its aftermath.
+                for label in labels[repeat % len(labels) :] + labels[: repeat % len(labels)]:
+                    seconds, cpu = _timed(runs[label], work / "dest")
                     times[label].append(seconds)
                     cpus[label].append(cpu)
     finally:

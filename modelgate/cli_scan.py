@@ -72,14 +72,15 @@ def _print_table(report: ScanReport, console: Console) -> None:
 @click.option("--sarif", "sarif_path", type=click.Path(path_type=Path, dir_okay=False), help="Also write SARIF 2.1.0.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON instead of a table.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Files scanned in parallel.")
-def scan_command(path: Path, sarif_path: Path | None, as_json: bool, workers: int | None) -> None:
+@click.option("--digests", is_flag=True, help="Also record each file's sha256 (of the very bytes scanned).")
+def scan_command(path: Path, sarif_path: Path | None, as_json: bool, workers: int | None, digests: bool) -> None:
     """Scan a model folder or file for unsafe serialization; never loads it.
 
     Exit 0 when safe, 1 when unsafe, 2 when the path cannot be scanned.
     """
     err = Console(stderr=True)
     try:
-        report = scan_path(path, workers=workers)
+        report = scan_path(path, workers=workers, digests=digests)
     except ScanError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(EXIT_ERROR)

@@ -159,37 +159,42 @@ def scan_stage(folder: Path, scratch: Path) -> StageEvidence:
 
     if not _passed(folder, "fetch"):
         return _skip(folder, "scan", "fetch did not complete")
-    evidence, report = scan(model_dir(scratch))
+    evidence, report = scan(model_dir(scratch), _manifest(folder))
     _write(folder, evidence)
     (folder / "scan.sarif").write_text(json.dumps(to_sarif(report), indent=2))
     return evidence
 
 
+def _evaluation_refusal(folder: Path, request: IntakeRequest) -> str | None:
+    """Why the image evaluations do not run on this model (the flow's rules), or None."""
+    if not _passed(folder, "scan"):
+        return "the serialization scan did not pass: only scanned-safe models are loaded"
+    if request.model_task is not ModelTask.IMAGE_CLASSIFICATION:
+        return f"model task {request.model_task.value!r}: the image evaluations need image-classification"
+    if not request.eval_data:
+        return "no evaluation data named in the request"
+    return None
+
+
 def evaluate_stage(folder: Path, scratch: Path, params_file: Path) -> list[StageEvidence]:
     """Backdoor and adversarial evaluations, only on a model the scan passed, with artifacts in ``folder``."""
     request = load_request(folder)
-    reason = None
-    if not _passed(folder, "scan"):
-        reason = "the serialization scan did not pass: only scanned-safe models are loaded"
-    elif request.model_task is not ModelTask.IMAGE_CLASSIFICATION:
-        reason = f"model task {request.model_task.value!r}: the image evaluations need image-classification"
-    elif not request.eval_data:
-        reason = "no evaluation data named in the request"
-    if reason is not None or not request.eval_data:
-        return [_skip(folder, stage, reason or "no evaluation data") for stage in EVALUATIONS]
+    reason = _evaluation_refusal(folder, request)
+    if reason is not None:
+        return [_skip(folder, stage, reason) for stage in EVALUATIONS]
     from tasks.evaluate.stage import adversarial_stage, backdoor_stage, merge_params
 
     params = merge_params(read_params(params_file).get("evaluate") or {})
     results = []
     for run in (backdoor_stage, adversarial_stage):
-        evidence = run(model_dir(scratch), request.eval_data, params, folder)
+        evidence = run(model_dir(scratch), str(request.eval_data), params, folder)
         _write(folder, evidence)
         results.append(evidence)
     return results
 
 
 def validate_stage(folder: Path, params_file: Path) -> StageEvidence:
-    from modelgate.validation import validate_stage as validate
+    from modelgate.validation.stage import validate_stage as validate
 
     section = read_params(params_file).get("validation") or {}
     evidence = validate(folder, section if isinstance(section, Mapping) else {})

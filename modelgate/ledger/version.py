@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelgate.evidence import StageEvidence, Status, run_stage
+from modelgate.evidence import StageEvidence, Status, run_stage, sha256_bytes
 from modelgate.ledger.audit import sync_checkout
 from modelgate.ledger.config import LedgerConfig, LedgerError, load_ledger_config
 from modelgate.ledger.layout import experiment_name
@@ -40,6 +40,11 @@ def ensure_bucket(config: LedgerConfig) -> None:
     except ClientError as exc:
         if str(exc.response.get("Error", {}).get("Code")) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise LedgerError(f"cannot create the DVC bucket {config.bucket}: {exc}") from None
+
+
+def _decision_file(folder: Path) -> list[tuple[str, Path]]:
+    path = folder / "decision.json"
+    return [("decision.json", path)] if path.is_file() else []
 
 
 def record_run(
@@ -74,7 +79,7 @@ def record_run(
             "version.dvc_remote": config.dvc_url,
         },
         details=details,
-        inputs={"decision": decision.run_id if decision else ""},
+        inputs={name: sha256_bytes(path.read_bytes()) for name, path in _decision_file(Path(evidence_dir))},
     )
 
 

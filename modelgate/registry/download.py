@@ -1,12 +1,12 @@
 """Parallel ranged download that hashes every file while it streams, and resumes from what is on disk.
 
-Each file is split into parts fetched concurrently with ranged GETs; the parts of a file are
-then hashed and written strictly in order as they complete (the thread that fills the gap does
-it, the others keep downloading), so the SHA-256 is known the moment the last byte lands,
-nothing is read twice, and each file is written as a sequential append. At most ``2 * workers`` parts are held in
-memory. Parts written to disk are recorded in a resume state; a later pull re-hashes them from
-disk instead of downloading them again, and a file whose resumed bytes do not verify is fetched
-again from scratch once.
+Each file is split into parts fetched concurrently with ranged GETs (two files side by side,
+largest first); the parts of a file are then hashed and written strictly in order as they
+arrive (the thread that fills the gap does it, the others keep downloading), so the SHA-256 is
+known the moment the last byte lands, nothing is read twice, and each file is written as a
+sequential append. At most ``2 * workers`` parts are held in memory. Parts written to disk are
+recorded in a resume state; a later pull re-hashes them from disk instead of downloading them
+again, and a file whose resumed bytes do not verify is fetched again from scratch once.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from modelgate.registry.errors import RegistryError
 from modelgate.registry.store import is_missing, translate
 
 PART_ATTEMPTS = 3
-CHUNK = 1 << 20
 STATE_SAVE_INTERVAL_S = 0.5
 LANES = 2  # files downloaded side by side
+WINDOW_PER_WORKER = 2  # parts in memory per worker (downloading, or waiting for their turn to be hashed)
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -145,7 +145,7 @@ class _File:
             data += chunk
         return bytes(data)
 
-    def write(self, offset: int, data: bytes | bytearray) -> None:
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
         while view:
             written = os.pwrite(self.fd, view, offset)
@@ -194,7 +194,7 @@ class Downloader:
         self.total = total_bytes
         self.on_progress = on_progress
         self.stats = DownloadStats()
-        self._window = threading.Semaphore(2 * self.workers)
+        self._window = threading.Semaphore(WINDOW_PER_WORKER * self.workers)
         self._lock = threading.Lock()
         self._done = 0
         self._failed = threading.Event()

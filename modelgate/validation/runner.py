@@ -80,10 +80,16 @@ def _outcome(suite: str, result: Any) -> ExpectationOutcome:
 def _context(docs_dir: Path | None) -> Any:
     """An ephemeral GX context, with a Data Docs site in ``docs_dir`` (emptied first) when given."""
     import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    context = gx.get_context(mode="ephemeral")
+    # In memory, with no docs site but ours (the default ephemeral config adds a temporary one).
+    config = DataContextConfig(store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False))
+    context = gx.get_context(mode="ephemeral", project_config=config)
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     if docs_dir is not None:
         shutil.rmtree(docs_dir, ignore_errors=True)

@@ -93,8 +93,11 @@ def manifest_suite(run: RunEvidence, params: ValidationParams) -> SuitePlan:
     plan = SuitePlan("manifest")
     evidence = run.get("manifest")
     files = evidence.details.get("files") if evidence is not None else None
-    if evidence is None or not isinstance(files, list):
-        if evidence is not None and evidence.status is Status.PASS:
+    if evidence is None:
+        plan.problems.append("no manifest evidence in this run: every run records its manifest stage")
+        return plan
+    if not isinstance(files, list):
+        if evidence.status is Status.PASS:
             plan.problems.append("the manifest passed but its file table (details.files) is absent")
         else:
             plan.skip = run.why_not("manifest", "manifest")
