@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -72,7 +73,8 @@ def _intake(base: Path, source: Path, name: str) -> Run:
     run_id = str(uuid.uuid4())
     folder, scratch, params = base / name / run_id, base / "scratch" / run_id, base / f"{run_id}.yaml"
     request = IntakeRequest(source=str(source), name=name, version="1.0.0")
-    params.write_text(yaml.safe_dump({"intake": {"run_id": run_id, "experiment": experiment_name(name, "1.0.0", run_id)}}))
+    recorded = {"run_id": run_id, "experiment": experiment_name(name, "1.0.0", run_id)}
+    params.write_text(yaml.safe_dump({"intake": recorded}))
     write_evidence(folder, "request", request)
     for stage in (stages.fetch_stage, stages.manifest_stage, stages.signature_stage, stages.provenance_stage):
         stage(folder, scratch)
@@ -89,15 +91,32 @@ def runs(tmp_path_factory: pytest.TempPathFactory, examples: dict[str, Path]) ->
     return {name: _intake(base, examples[name], name) for name in ("digits-cnn-signed", "digits-cnn-unsigned")}
 
 
+class Ledger(NamedTuple):
+    config: LedgerConfig
+    recorded: dict[str, Any]  # run id -> the version stage's evidence
+
+
+def _record_concurrently(runs: list[Run]) -> dict[str, Any]:
+    """Every run's version stage at the same time, each in its own thread (as concurrent flow runs do)."""
+    results: dict[str, Any] = {}
+
+    def record(run: Run) -> None:
+        results[run.run_id] = version_stage(run.folder, request=run.request, decision=run.decision, run_id=run.run_id)
+
+    threads = [threading.Thread(target=record, args=(run,)) for run in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return results
+
+
 @pytest.fixture(scope="module")
-def ledger(s3: S3Server, runs: dict[str, Run], tmp_path_factory: pytest.TempPathFactory) -> Iterator[LedgerConfig]:
-    """Both runs recorded, one after the other, in a fresh ledger."""
+def ledger(s3: S3Server, runs: dict[str, Run], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ledger]:
+    """Both runs recorded at the same time into a fresh, empty ledger (they also race to create its baseline)."""
     with pytest.MonkeyPatch.context() as mp:
         config = _point_at(mp, s3, tmp_path_factory.mktemp("ledger"))
-        for run in runs.values():
-            evidence = version_stage(run.folder, request=run.request, decision=run.decision, run_id=run.run_id)
-            assert evidence.status is Status.PASS, evidence.reason
-        yield config
+        yield Ledger(config, _record_concurrently(list(runs.values())))
 
 
 def _experiments(config: LedgerConfig) -> dict[str, dict[str, Any]]:
@@ -116,8 +135,8 @@ def _experiments(config: LedgerConfig) -> dict[str, dict[str, Any]]:
     return found
 
 
-def test_two_intakes_become_two_experiments(ledger: LedgerConfig, runs: dict[str, Run]) -> None:
-    experiments = _experiments(ledger)
+def test_two_intakes_become_two_experiments(ledger: Ledger, runs: dict[str, Run]) -> None:
+    experiments = _experiments(ledger.config)
     assert len(experiments) == 2
     for run in runs.values():
         shown = experiments[experiment_name(run.request.name, "1.0.0", run.run_id)]
@@ -136,9 +155,11 @@ def test_two_intakes_become_two_experiments(ledger: LedgerConfig, runs: dict[str
     )
 
 
-def test_dvc_metrics_diff_shows_the_change(ledger: LedgerConfig, runs: dict[str, Run]) -> None:
-    signed, unsigned = (find_intake(ledger, runs[n].run_id) for n in ("digits-cnn-signed", "digits-cnn-unsigned"))
-    report = json.loads(dvc(["metrics", "diff", signed.commit, unsigned.commit, "--json"], ledger.checkout, tool_env(ledger)))
+def test_dvc_metrics_diff_shows_the_change(ledger: Ledger, runs: dict[str, Run]) -> None:
+    config = ledger.config
+    signed, unsigned = (find_intake(config, runs[n].run_id) for n in ("digits-cnn-signed", "digits-cnn-unsigned"))
+    diff = dvc(["metrics", "diff", signed.commit, unsigned.commit, "--json"], config.checkout, tool_env(config))
+    report = json.loads(diff)
     changes = report[f"{EVIDENCE_DIR}/metrics.json"]
     assert changes["decision.approved"]["old"] == 1 and changes["decision.approved"]["new"] == 0
     assert changes["signature.verified"]["diff"] == -1
@@ -148,7 +169,7 @@ def test_dvc_metrics_diff_shows_the_change(ledger: LedgerConfig, runs: dict[str,
     assert "decision.approved" in result.output and "intake.source" in result.output
 
 
-def test_audit_list_names_every_intake(ledger: LedgerConfig, runs: dict[str, Run]) -> None:
+def test_audit_list_names_every_intake(ledger: Ledger, runs: dict[str, Run]) -> None:
     result = CliRunner().invoke(audit_group, ["list", "--json"])
     assert result.exit_code == 0, result.output
     listed = {i["run_id"]: i for i in json.loads(result.output)}
@@ -159,7 +180,7 @@ def test_audit_list_names_every_intake(ledger: LedgerConfig, runs: dict[str, Run
         assert listed[run.run_id]["decided_at"].startswith(run.decision.decided_at.strftime("%Y-%m-%dT%H:%M"))
 
 
-def test_restore_brings_back_the_full_evidence(ledger: LedgerConfig, runs: dict[str, Run], tmp_path: Path) -> None:
+def test_restore_brings_back_the_full_evidence(ledger: Ledger, runs: dict[str, Run], tmp_path: Path) -> None:
     run = runs["digits-cnn-signed"]
     dest = tmp_path / "restored"
     result = CliRunner().invoke(audit_group, ["restore", run.run_id, "--dest", str(dest)])
@@ -172,7 +193,7 @@ def test_restore_brings_back_the_full_evidence(ledger: LedgerConfig, runs: dict[
     assert (dest / "data_docs" / "index.html").is_file()
 
 
-def test_reproduce_gives_the_same_metrics_exactly(ledger: LedgerConfig, runs: dict[str, Run], tmp_path: Path) -> None:
+def test_reproduce_gives_the_same_metrics_exactly(ledger: Ledger, runs: dict[str, Run], tmp_path: Path) -> None:
     run = runs["digits-cnn-signed"]
     result = CliRunner().invoke(audit_group, ["reproduce", run.run_id[:12], "--keep", str(tmp_path / "rerun")])
     assert result.exit_code == 0, result.output
@@ -194,10 +215,20 @@ def test_differences_are_reported_key_by_key() -> None:
 def _objects_intact(config: LedgerConfig, commit: str) -> int:
     """Every cached output of the experiment is in the DVC bucket with the content dvc.lock names."""
     lock = yaml.safe_load(git(["show", f"{commit}:dvc.lock"], config.checkout))
+    pipeline = yaml.safe_load(git(["show", f"{commit}:dvc.yaml"], config.checkout))
+    in_git = {
+        next(iter(o))
+        for stage in pipeline["stages"].values()
+        for key in ("outs", "metrics", "plots")
+        for o in stage.get(key, [])
+        if isinstance(o, dict)
+    }
     client = make_s3_client(config.endpoint, config.access_key, config.secret_key)
     checked = 0
     for stage in lock["stages"].values():
         for out in stage.get("outs", []):
+            if out["path"] in in_git:  # cache: false, committed to git
+                continue
             md5 = out["md5"]
             body = client.get_object(Bucket=config.bucket, Key=f"files/md5/{md5[:2]}/{md5[2:]}")["Body"].read()
             assert hashlib.md5(body).hexdigest() == md5, out["path"]  # noqa: S324 - DVC's own content address
@@ -205,40 +236,32 @@ def _objects_intact(config: LedgerConfig, commit: str) -> int:
     return checked
 
 
-def test_two_concurrent_intakes_both_land_intact(
-    s3: S3Server, runs: dict[str, Run], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    config = _point_at(monkeypatch, s3, tmp_path)  # an empty ledger: both runs also race to create its baseline
-    results: dict[str, Any] = {}
-
-    def record(run: Run) -> None:
-        results[run.run_id] = version_stage(run.folder, request=run.request, decision=run.decision, run_id=run.run_id)
-
-    threads = [threading.Thread(target=record, args=(run,)) for run in runs.values()]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    assert {k: (v.status, v.reason) for k, v in results.items()} == {r.run_id: (Status.PASS, None) for r in runs.values()}
+def test_two_concurrent_intakes_both_land_intact(ledger: Ledger, runs: dict[str, Run]) -> None:
+    config = ledger.config
+    status = {run_id: (evidence.status, evidence.reason) for run_id, evidence in ledger.recorded.items()}
+    assert status == {run.run_id: (Status.PASS, None) for run in runs.values()}
     intakes = list_intakes(config)
     assert {i.run_id for i in intakes} == {r.run_id for r in runs.values()}
     assert len({i.baseline for i in intakes}) == 1
     assert git(["rev-list", "--count", "origin/main"], config.checkout).strip() == "1"
     for intake in intakes:
         run = next(r for r in runs.values() if r.run_id == intake.run_id)
+        assert ledger.recorded[run.run_id].metrics["version.commit"] == intake.commit
         recorded = json.loads(git(["show", f"{intake.commit}:{EVIDENCE_DIR}/metrics.json"], config.checkout))
         assert recorded == flat_metrics(run.folder)
         assert _objects_intact(config, intake.commit) >= len(EVIDENCE_FILES) + 2
 
 
-def test_bad_run_id_and_missing_ledger_are_one_line(ledger: LedgerConfig, tmp_path: Path) -> None:
+def test_bad_run_id_and_missing_ledger_are_one_line(ledger: Ledger, tmp_path: Path) -> None:
     result = CliRunner().invoke(audit_group, ["restore", "no-such-run", "--dest", str(tmp_path / "x")])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: no intake run 'no-such-run'")
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
-def test_missing_ledger_or_dvc_remote_is_one_line(runs: dict[str, Run], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_ledger_or_dvc_remote_is_one_line(
+    runs: dict[str, Run], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ENDPOINT_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MODELGATE_LEDGER_REMOTE", str(tmp_path / "nowhere.git"))
@@ -270,3 +293,22 @@ def test_dvc_yaml_declares_the_intake_stages_and_their_evidence() -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert set(IntakeRequest.model_fields) <= set(params["intake"])
     assert {"validation", "evaluate"} <= set(params)
+
+
+def test_the_plain_dvc_walkthrough_of_the_docs(ledger: Ledger, runs: dict[str, Run], tmp_path: Path) -> None:
+    """docs/audit.md's DVC-only commands, in a copy of the auditor's checkout."""
+    checkout = Path(shutil.copytree(ledger.config.checkout, tmp_path / "ledger", symlinks=True))
+    env = tool_env(ledger.config)
+    signed, unsigned = (experiment_name(n, "1.0.0", r.run_id) for n, r in runs.items())
+    shown = dvc(["exp", "show", "--no-pager", "--drop", ".*", "--keep", "Experiment|decision.approved"], checkout, env)
+    assert signed in shown and unsigned in shown
+    diff = dvc(["metrics", "diff", signed, unsigned], checkout, env)
+    assert "decision.approved" in diff
+    dvc(["exp", "apply", signed], checkout, env)
+    dvc(["pull"], checkout, env)
+    run = runs["digits-cnn-signed"]
+    for name in EVIDENCE_FILES.values():
+        assert (checkout / EVIDENCE_DIR / name).read_bytes() == (run.folder / name).read_bytes(), name
+    git(["reset", "--hard"], checkout, env)
+    git(["clean", "-fdqx", "evidence", "dvc.lock"], checkout, env)
+    assert not git(["status", "--porcelain"], checkout, env).strip()

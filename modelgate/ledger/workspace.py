@@ -25,7 +25,7 @@ from modelgate import __version__
 from modelgate.evidence import StageEvidence, Status, write_evidence
 from modelgate.ledger.commands import dvc, git, set_identity, tool_env
 from modelgate.ledger.config import DVC_REMOTE, LedgerConfig, LedgerError
-from modelgate.ledger.layout import EVIDENCE_DIR, EVIDENCE_FILES, POLICY_SNAPSHOT
+from modelgate.ledger.layout import EVIDENCE_DIR, EVIDENCE_FILES, PIPELINE, POLICY_SNAPSHOT
 from modelgate.ledger.metrics import write_metrics
 from modelgate.ledger.stages import read_params, snapshot_policy
 from modelgate.policy.decision import Decision
@@ -43,7 +43,7 @@ in the DVC remote). `main` holds the pipeline (`dvc.yaml`) the runs were recorde
 
     dvc exp show -A                 # every intake, with params and metrics
     dvc metrics diff EXP_A EXP_B    # compare two intakes
-    dvc exp apply EXP && dvc pull   # restore one run's full evidence
+    dvc exp apply EXP && dvc pull   # one run's full evidence into evidence/current/
 
 See docs/audit.md in the modelgate repository.
 """
@@ -89,6 +89,25 @@ def ensure_remote(config: LedgerConfig) -> None:
             raise LedgerError(f"ledger remote {path} exists but is not a git repository")
         path.mkdir(parents=True, exist_ok=True)
         git(["init", "-q", "--bare", "-b", "main", str(path)], path.parent, what="creating the ledger repository")
+
+
+def ledger_pipeline(project_dvc_yaml: Path) -> str:
+    """The project's dvc.yaml reduced to the intake stages (and its plots): what every recorded run is.
+
+    The project's other stages (the demo models) are not part of an intake, so the ledger leaves them
+    out and a plain ``dvc pull`` or ``dvc repro`` there covers exactly one intake run.
+    """
+    if not project_dvc_yaml.is_file():
+        raise LedgerError(f"{project_dvc_yaml}: the pipeline definition is missing")
+    project = yaml.safe_load(project_dvc_yaml.read_text(encoding="utf-8")) or {}
+    stages = project.get("stages") or {}
+    missing = [name for name in PIPELINE if name not in stages]
+    if missing:
+        raise LedgerError(f"{project_dvc_yaml}: the intake stage {missing[0]!r} is not declared")
+    pipeline: dict[str, Any] = {"stages": {name: stages[name] for name in PIPELINE}}
+    pipeline.update({key: project[key] for key in ("plots", "metrics", "params") if key in project})
+    header = f"# The intake pipeline of modelgate {__version__} (its dvc.yaml, intake stages only).\n"
+    return header + yaml.safe_dump(pipeline, sort_keys=False, allow_unicode=True)
 
 
 def stage_files(dvc_yaml: Path) -> dict[str, list[str]]:
@@ -150,11 +169,8 @@ class Workspace:
     # -- the baseline: main holds the pipeline the runs are recorded with
 
     def _templates(self) -> dict[str, str]:
-        project_dvc = self.config.project / "dvc.yaml"
-        if not project_dvc.is_file():
-            raise LedgerError(f"{project_dvc}: the pipeline definition is missing")
         return {
-            "dvc.yaml": project_dvc.read_text(encoding="utf-8"),
+            "dvc.yaml": ledger_pipeline(self.config.project / "dvc.yaml"),
             ".gitignore": GITIGNORE,
             ".dvcignore": GITIGNORE,
             ".dvc/config": dvc_config(self.config),
