@@ -9,16 +9,21 @@ reason, and the gate fails closed on it. Every run writes its evidence folder
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 from typing import Literal
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from modelgate.evidence import StageEvidence, Status, write_evidence
+from modelgate.manifest import Manifest
+from modelgate.policy.decision import Decision
 from modelgate.progress import emit
+from modelgate.registry.config import registry_configured
 from modelgate.report import decision_markdown
 from modelgate.request import IntakeRequest
 from modelgate.scan.sarif import to_sarif
@@ -27,10 +32,13 @@ from tasks.fetch import fetch_task
 from tasks.gate import gate_task
 from tasks.manifest import manifest_task
 from tasks.provenance import provenance_task
+from tasks.publish import publish_task
 from tasks.scan import scan_task
 from tasks.signature import signature_task
+from tasks.validate import data_docs_url, validate_task
+from tasks.version import experiment_name, version_task
 
-STAGES = ("fetch", "manifest", "signature", "provenance", "scan", "gate")
+STAGES = ("fetch", "manifest", "signature", "provenance", "scan", "validation", "gate", "publish", "version")
 
 
 class IntakeOutcome(BaseModel):
@@ -65,6 +73,29 @@ class _Run:
 
     def skip(self, stage: str, reason: str) -> StageEvidence:
         return self.record(StageEvidence(stage=stage, status=Status.SKIPPED, reason=reason))
+
+
+def _publish(run: _Run, request: IntakeRequest, decision: Decision, model_dir: Path, manifest: Manifest) -> None:
+    """Approved models go to the registry when one is configured; the attestation is the commit."""
+    if not request.publish:
+        run.skip("publish", "the request asked not to publish")
+    elif not registry_configured():
+        run.skip("publish", "no registry configured (set MODELGATE_S3_ENDPOINT or MODELGATE_REGISTRY_BUCKET)")
+    else:
+        emit("publish", "running")
+        run.record(publish_task(decision, model_dir, manifest, run.folder))
+
+
+def _link_data_docs(request: IntakeRequest, folder: Path) -> None:
+    """Link the run's Great Expectations Data Docs from the Prefect UI (one key per model)."""
+    docs = data_docs_url(folder)
+    if docs:
+        create_link_artifact(
+            link=docs,
+            link_text="Data Docs",
+            key="validation-" + re.sub(r"[^a-z0-9-]+", "-", request.name.lower()).strip("-"),
+            description=f"Great Expectations Data Docs of the evidence of {request.name} {request.version}",
+        )
 
 
 def _run_id() -> str:
@@ -128,6 +159,10 @@ def intake(request: IntakeRequest) -> IntakeOutcome:
         run.record(scan_evidence)
         (run.folder / "scan.sarif").write_text(json.dumps(to_sarif(scan_report), indent=2))
 
+    emit("validation", "running")
+    run.record(validate_task(run.folder))
+    _link_data_docs(request, run.folder)
+
     root_digest = manifest.root_digest if manifest is not None else None
     emit("gate", "running")
     gate_evidence, decision = gate_task(
@@ -142,8 +177,14 @@ def intake(request: IntakeRequest) -> IntakeOutcome:
     )
     run.record(gate_evidence)
     if decision is not None:
+        decision.dvc_experiment = experiment_name(request.name, request.version, run_id)
         write_evidence(run.folder, "decision", decision)
         (run.folder / "report.md").write_text(decision_markdown(decision))
+        if decision.approved and manifest is not None and fetched is not None:
+            _publish(run, request, decision, fetched.root, manifest)
+
+    emit("version", "running")
+    run.record(version_task(run.folder, request=request, decision=decision, run_id=run_id))
 
     errored = [s for s, e in run.stages.items() if e.status is Status.ERROR]
     verdict: Literal["approved", "rejected", "error"] = "error" if errored or decision is None else decision.decision

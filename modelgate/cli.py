@@ -32,6 +32,10 @@ def fail(message: str, code: int = EXIT_ERROR) -> None:
 # Subcommands that live in their own modules, imported only when used (fast --help and start-up).
 _LAZY_COMMANDS = {
     "policy": "modelgate.cli_policy:policy_group",
+    "registry": "modelgate.cli_registry:registry_group",
+    "audit": "modelgate.cli_audit:audit_group",
+    "stage": "modelgate.cli_stage:stage_group",
+    "pull": "modelgate.cli_registry:pull_command",
     "scan": "modelgate.cli_scan:scan_command",
     "demo": "modelgate.demo.cli:demo_group",
     "manifest": "modelgate.cli_signing:manifest_command",
@@ -71,7 +75,9 @@ def main() -> None:
     \b
     Engineers:       modelgate intake SOURCE --name N --version V
     Policy authors:  modelgate policy validate|test|explain
-    Consumers:       modelgate manifest | verify | scan
+    Auditors:        modelgate audit list|diff|restore|reproduce
+    Consumers:       modelgate pull NAME[@VERSION|:ALIAS] --dest DIR, modelgate registry ls|show
+    Anyone:          modelgate manifest | verify | scan
     Operators:       modelgate services up|down|status, modelgate demo build|run
     """
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from modelgate.evidence import StageEvidence
     from modelgate.request import IntakeRequest
 
-STAGE_ORDER = ("fetch", "manifest", "signature", "provenance", "scan", "gate")
+STAGE_ORDER = ("fetch", "manifest", "signature", "provenance", "scan", "validation", "gate", "publish", "version")
 STYLE = {"pass": "green", "fail": "red", "error": "bold red", "skipped": "yellow", "running": "cyan"}
 
 

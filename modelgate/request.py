@@ -43,6 +43,9 @@ class IntakeRequest(BaseModel):
     model_task: ModelTask = Field(default=ModelTask.IMAGE_CLASSIFICATION, description="What the model does.")
     eval_data: str | None = Field(default=None, description="Reference to the organization's evaluation data set.")
     policy: str = Field(default="default", description="Policy name (policies/<name>.yaml) or a path to a policy file.")
+    publish: bool = Field(
+        default=True, description="Publish to the registry when approved (needs a configured registry)."
+    )
 
     @field_validator("source")
     @classmethod

@@ -22,6 +22,7 @@ os.environ.update(
         "GX_ANALYTICS_ENABLED": "false",
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "DO_NOT_TRACK": "1",
+        "MODELGATE_LEDGER": "off",  # the ledger tests turn the DVC ledger on for themselves
     }
 )
 os.environ.pop("PREFECT_API_URL", None)

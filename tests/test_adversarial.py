@@ -116,7 +116,7 @@ def test_adversarial_examples_are_valid(
 
 
 def test_deterministic_and_restarts_only_break_more(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor]):
-    x, y = data[0][:200], data[1][:200]
+    x, y = data[0][:100], data[1][:100]
     first = pgd(model, x, y, PGDConfig("linf", 0.06, STEPS, 0.015, restarts=1, seed=5))[1]
     again = pgd(model, x, y, PGDConfig("linf", 0.06, STEPS, 0.015, restarts=1, seed=5))[1]
     more = pgd(model, x, y, PGDConfig("linf", 0.06, STEPS, 0.015, restarts=3, seed=5))[1]

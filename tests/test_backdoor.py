@@ -28,7 +28,7 @@ from tasks.evaluate.backdoor import (
 from tasks.evaluate.data import load_eval_data, per_class
 from tasks.evaluate.png import decode_png
 from tasks.evaluate.stage import backdoor_stage
-from tests.zoo import SPECS, ZooModel, trigger_image, zoo_models
+from tests.zoo import SPECS, ZooModel, map_in_workers, trigger_image, zoo_models
 
 TEST_BUDGET = {"neural_cleanse": {"samples_per_class": 10, "epochs": 50}}
 
@@ -40,14 +40,13 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> list[ZooModel]:
 
 @pytest.fixture(scope="session")
 def zoo_evidence(zoo: list[ZooModel], tmp_path_factory: pytest.TempPathFactory) -> dict[str, StageEvidence]:
-    """The backdoor stage on every zoo model (one thread: the 2 shared cores are faster that way)."""
+    """The backdoor stage on every zoo model, one single-threaded worker per core."""
     out = tmp_path_factory.mktemp("zoo-eval")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return {m.name: backdoor_stage(m.path, "sklearn:digits", TEST_BUDGET, out / m.name) for m in zoo}
-    finally:
-        torch.set_num_threads(threads)
+    n = len(zoo)
+    results = map_in_workers(
+        backdoor_stage, [m.path for m in zoo], ["sklearn:digits"] * n, [TEST_BUDGET] * n, [out / m.name for m in zoo]
+    )
+    return {m.name: evidence for m, evidence in zip(zoo, results, strict=True)}
 
 
 @pytest.fixture(scope="module")

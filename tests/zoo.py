@@ -5,15 +5,20 @@ so the held-out ``sklearn:digits`` split is clean evaluation data for all of the
 models are poisoned BadNets-style (a share of the non-target training images get the trigger and
 the target label). Triggers differ in kind (patch, blended), position, size and target label.
 Training is seeded and single-threaded, so the zoo is the same on every machine; ``zoo_models``
-builds it once per test session (a few seconds per model) and caches it.
+builds it once per test session (a few seconds per model, two worker processes on the 2 cores)
+and caches it.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -157,9 +162,24 @@ def train_model(name: str, seed: int, trigger: Trigger | None, out: Path) -> Zoo
     return record
 
 
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def map_in_workers(fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
+    """``map`` over one single-threaded process per core (spawned: no forked torch state)."""
+    workers = min(2, os.cpu_count() or 1)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_thread) as pool:
+        return list(pool.map(fn, *iterables))
+
+
 def build_zoo(out: Path) -> list[ZooModel]:
     """Train every model of ``SPECS`` into ``out/<name>``."""
-    return [train_model(name, seed, trigger, out) for name, seed, trigger in SPECS]
+    names, seeds, triggers = zip(*SPECS, strict=True)
+    return map_in_workers(train_model, names, seeds, triggers, [out] * len(SPECS))
 
 
 _CACHE: dict[str, list[ZooModel]] = {}

@@ -67,6 +67,7 @@ def sync_checkout(config: LedgerConfig) -> Path:
             checkout.parent.mkdir(parents=True, exist_ok=True)
             git(["clone", "-q", config.remote, str(checkout)], checkout.parent, env, what="cloning the ledger")
             set_identity(checkout)
+        git(["remote", "set-url", "origin", config.remote], checkout, env)
         refspecs = ["+refs/heads/main:refs/remotes/origin/main", "+refs/exps/*:refs/exps/*"]
         git(["fetch", "-q", "--prune", "origin", *refspecs], checkout, env, what="fetching the ledger")
         _follow_main(checkout, env)

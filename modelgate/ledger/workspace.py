@@ -43,7 +43,7 @@ in the DVC remote). `main` holds the pipeline (`dvc.yaml`) the runs were recorde
 
     dvc exp show -A                 # every intake, with params and metrics
     dvc metrics diff EXP_A EXP_B    # compare two intakes
-    dvc exp apply EXP && dvc pull   # one run's full evidence into evidence/current/
+    dvc exp pull origin EXP && dvc exp apply EXP   # one run's evidence in evidence/current/
 
 See docs/audit.md in the modelgate repository.
 """

@@ -79,6 +79,15 @@ class RegistryConfig:
         return self.keys_dir / PUBLIC_KEY_FILE
 
 
+def registry_configured() -> bool:
+    """Publish only where someone configured a registry: an S3 endpoint or an explicit bucket.
+
+    Without either, boto3 would talk to AWS with whatever credentials it finds; an intake
+    on a laptop must never publish there by accident.
+    """
+    return bool(load_settings().s3_endpoint or os.environ.get("MODELGATE_REGISTRY_BUCKET"))
+
+
 def actor() -> str:
     """Who does a registry change, for the index's who/when: ``MODELGATE_ACTOR``, else the login name."""
     if name := os.environ.get("MODELGATE_ACTOR"):

@@ -1,13 +1,15 @@
 """Parallel ranged download that hashes every file while it streams, and resumes from what is on disk.
 
-Each file is split into parts fetched concurrently with ranged GETs, each written in place as
-soon as it arrives (``pwrite``; the file is not preallocated: writing into a sparse ext4 file
-costs several times the CPU). A per-file SHA-256 consumes the parts strictly in order as they
-complete (the thread that fills the gap hashes, the others keep downloading), so the digest is
-known the moment the last byte lands and nothing is read back. At most ``2 * workers`` parts
-are held in memory. Written parts are recorded in a resume state; a later pull re-hashes them
-from disk instead of downloading them again, and a file whose resumed bytes do not verify is
-fetched again from scratch once.
+Each file is split into parts fetched concurrently with ranged GETs; a part is streamed in
+256 KiB chunks, each written in place (``pwrite``) while still in the CPU cache. A per-file
+SHA-256 consumes the parts strictly in order as they complete (the thread that fills the gap
+hashes, the others keep downloading), so the digest is known the moment the last byte lands and
+nothing is read back. At most ``2 * workers`` parts are held in memory. Written parts are
+recorded in a resume state; a later pull re-hashes them from disk instead of downloading them
+again, and a file whose resumed bytes do not verify is fetched again from scratch once.
+
+Measured on ext4 (docs/benchmarks.md): preallocating the file (sparse), writing whole 8 MiB parts
+from memory, or writing several files side by side each cost several times the CPU.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from modelgate.registry.store import is_missing, translate
 
 PART_ATTEMPTS = 3
 STATE_SAVE_INTERVAL_S = 0.5
+CHUNK = 256 << 10  # read and write unit: small enough to still be in the CPU cache when written
 LANES = 1  # files downloaded side by side (more measured slower on ext4: one file at a time, like boto3)
 WINDOW_PER_WORKER = 2  # parts in memory per worker (downloading, or waiting for their turn to be hashed)
 ProgressCallback = Callable[[int, int], None]
@@ -117,7 +120,7 @@ class _File:
         self.local = {i for i in local if i < self.count}
         self.hasher = hashlib.sha256()
         self.next = 0
-        self.pending: dict[int, bytes | bytearray] = {}
+        self.pending: dict[int, list[bytes]] = {}
         self.hashing = False
         self.lock = threading.Lock()
         self.fd = -1
@@ -151,7 +154,7 @@ class _File:
             written = os.pwrite(self.fd, view, offset)
             view, offset = view[written:], offset + written
 
-    def feed(self, index: int, data: bytes | bytearray, consume: Callable[[int, bytes | bytearray], None]) -> bool:
+    def feed(self, index: int, data: list[bytes], consume: Callable[[int, list[bytes]], None]) -> bool:
         """Queue part ``index``; ``consume`` every part now contiguous, in order, from one thread at a time.
 
         True for the call that consumed the last part.
@@ -164,12 +167,12 @@ class _File:
         while True:
             with self.lock:
                 current = self.next
-                chunk = self.pending.pop(current, None)
-                if chunk is None:
+                part = self.pending.pop(current, None)
+                if part is None:
                     self.hashing = False
                     return current == self.count
                 self.next = current + 1
-            consume(current, chunk)
+            consume(current, part)
 
 
 class Downloader:
@@ -268,23 +271,24 @@ class Downloader:
                 return
             offset, length = file.span(index)
             if index in file.local:
-                data: bytes | bytearray = file.read_local(offset, length)
-                file.reused += len(data)
-                self._count(len(data), reused=True)
+                local = file.read_local(offset, length)
+                file.reused += len(local)
+                self._count(len(local), reused=True)
+                chunks = [local]
             else:
-                data = self._fetch(file, offset, length)
-                file.write(offset, data)
+                chunks = self._fetch(file, offset, length)
                 self.state.mark(file.item.path, index)
-            if file.feed(index, data, lambda i, chunk: self._consume(file, i, chunk)):
+            if file.feed(index, chunks, lambda i, part: self._consume(file, i, part)):
                 self._finish(file)
         except BaseException:
             self._failed.set()
             self._window.release()
             raise
 
-    def _consume(self, file: _File, index: int, data: bytes | bytearray) -> None:
+    def _consume(self, file: _File, index: int, chunks: list[bytes]) -> None:
         """Hash the next part of a file (in order) and free its slot in the memory window."""
-        file.hasher.update(data)
+        for chunk in chunks:
+            file.hasher.update(chunk)
         self._window.release()
 
     def _finish(self, file: _File) -> None:
@@ -314,8 +318,12 @@ class Downloader:
         if self.on_progress is not None:
             self.on_progress(done, self.total)
 
-    def _fetch(self, file: _File, offset: int, length: int) -> bytes:
-        """One part's bytes, retried on transient errors; a missing or resized object is refused."""
+    def _fetch(self, file: _File, offset: int, length: int) -> list[bytes]:
+        """Stream one part to disk in small chunks and return them; retried on transient errors.
+
+        Each chunk is written while it is still in the CPU cache (writing whole parts from memory
+        costs several times the CPU); the chunks are kept for the in-order hash.
+        """
         item = file.item
         ranged = {} if file.count == 1 else {"Range": f"bytes={offset}-{offset + length - 1}"}
         for attempt in range(1, PART_ATTEMPTS + 1):
@@ -324,17 +332,21 @@ class Downloader:
                 with self._lock:
                     self.stats.requests += 1
                 response = self.client.get_object(Bucket=self.bucket, Key=item.key, **ranged)
+                body = response["Body"]
                 if file.count == 1 and int(response.get("ContentLength", length)) != length:
-                    response["Body"].close()
+                    body.close()
                     raise FileMismatch(item.path, f"size mismatch ({response.get('ContentLength')} != {length} bytes)")
-                data = response["Body"].read()
-                received = len(data)
-                self._count(received, reused=False)
-                if len(data) != length:
-                    raise FileMismatch(item.path, f"size mismatch (got {len(data)} of {length} bytes)")
+                chunks: list[bytes] = []
+                while received < length and (chunk := body.read(min(CHUNK, length - received))):
+                    file.write(offset + received, chunk)
+                    chunks.append(chunk)
+                    received += len(chunk)
+                    self._count(len(chunk), reused=False)
+                if received != length or body.read(1):
+                    raise FileMismatch(item.path, f"size mismatch (got {received} bytes of a {length}-byte part)")
                 with self._lock:
                     self.stats.downloaded_bytes += length
-                return data
+                return chunks
             except ClientError as exc:
                 self._count(-received, reused=False)
                 if is_missing(exc) or str(exc.response.get("Error", {}).get("Code")) == "InvalidRange":

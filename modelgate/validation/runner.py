@@ -49,7 +49,7 @@ def _observed(result: Any) -> Any:
     """The observed value, else the missing / unexpected values, else an exception message."""
     error = _exception(result.exception_info)
     if error is not None:
-        return {"exception": error.splitlines()[0] if error else error}
+        return {"exception": (error.splitlines() or ["exception"])[0]}
     detail = dict(result.result or {})
     if detail.get("observed_value") is not None:
         return plain(detail["observed_value"])

@@ -187,7 +187,8 @@ def norms_suite(run: RunEvidence, params: ValidationParams) -> SuitePlan:
         plan.checks += _labels(classes)
     shape = _model(run, "backdoor").get("input_shape")
     # A trigger mask lies in [0, 1] per pixel, so its L1 norm is at most the pixel count: finite by construction.
-    bound = float(shape[-1] * shape[-2]) if isinstance(shape, list) and len(shape) >= 2 else float("1e300")
+    sides = shape[-2:] if isinstance(shape, list) else []
+    bound = float(sides[0] * sides[1]) if len(sides) == 2 and all(isinstance(v, int) for v in sides) else 1e300
     plan.checks += [
         _not_null("l1_norm", "every class has a trigger norm (no NaN)"),
         Check(
