@@ -24,6 +24,7 @@ install: $(STAMP)
 ## make run: set up, start the embedded services, build the example models, run the intake on each.
 run: install
 	$(BIN)/modelgate services up
+	eval "$$($(BIN)/modelgate services status --env)" && $(BIN)/modelgate registry init
 	$(BIN)/modelgate demo run
 
 ## make test: set up, lint, type-check and run the whole test suite.

@@ -135,12 +135,21 @@ def _print_env(env: dict[str, str]) -> None:
     console.print("Point a shell at them: [bold]eval \"$(modelgate services status --env)\"[/bold]")
 
 
-def use_running_services() -> None:
-    """Point Prefect and boto3 at the embedded services when they run and nothing else is configured."""
+def use_running_services(registry_role: str | None = None) -> None:
+    """Point Prefect and boto3 at the embedded services when they run and nothing else is configured.
+
+    ``registry_role`` ("publisher", "consumer") picks the embedded S3 identity the registry
+    client uses; without it the admin identity of the embedded install applies.
+    """
     from modelgate import services as svc
 
-    for key, value in svc.client_env().items():
+    env = svc.client_env()
+    for key, value in env.items():
         os.environ.setdefault(key, value)
+    if registry_role and "MODELGATE_S3_ENDPOINT" in env:
+        access, secret = svc.s3_identity(registry_role)
+        os.environ.setdefault("MODELGATE_REGISTRY_ACCESS_KEY", access)
+        os.environ.setdefault("MODELGATE_REGISTRY_SECRET_KEY", secret)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 

@@ -62,7 +62,7 @@ def run_intake(request: IntakeRequest, *, live: bool) -> IntakeOutcome:
     """Run the flow; show progress on stderr when ``live``; print the decision summary."""
     from modelgate.cli import use_running_services
 
-    use_running_services()
+    use_running_services(registry_role="publisher")
     from flows.intake import intake
 
     console = Console(stderr=True, soft_wrap=True)

@@ -55,5 +55,5 @@ def run_command(seed: int) -> None:
     from modelgate.cli import use_running_services
     from modelgate.demo.run import run_demo
 
-    use_running_services()
+    use_running_services(registry_role="publisher")
     sys.exit(run_demo(seed=seed))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -18,6 +20,26 @@ EXPECTED = {
 }
 
 
+def _pull_approved(console: Console, dest_root: Path, version: str) -> bool:
+    """As a consumer would: pull the approved model back from the registry, verified end to end."""
+    from modelgate.registry import RegistryConfig, pull
+    from modelgate.registry.config import registry_configured
+    from modelgate.services import s3_identity
+
+    if not registry_configured():
+        console.print("no registry configured: the approved model was not published (start `modelgate services up`)")
+        return True
+    access, secret = s3_identity("consumer")
+    config = RegistryConfig.from_env().with_(access_key=access, secret_key=secret)
+    dest = dest_root / f"digits-cnn-signed-{version}"
+    model = pull("digits-cnn-signed", version, dest, config=config)
+    console.print(
+        f"pulled digits-cnn-signed@{version} as the read-only consumer, verified ({model.root_digest}) -> {dest}",
+        highlight=False,
+    )
+    return True
+
+
 def run_demo(*, seed: int = 0, live: bool | None = None) -> int:
     """Build, take in, print a decision table; returns 0 when every example got its expected decision."""
     from modelgate.cli_intake import run_intake
@@ -30,10 +52,12 @@ def run_demo(*, seed: int = 0, live: bool | None = None) -> int:
     console.print(f"building the example models in {out} ...")
     built = build_examples(out, seed=seed, overwrite=True)
     live = sys.stderr.isatty() if live is None else live
+    # Registry versions are write-once: every demo run takes its models in as a new version.
+    version = "1.0.0-" + datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     rows = []
     for name, expected in EXPECTED.items():
         console.rule(name)
-        request = IntakeRequest(source=str(built[name]), name=name, version="1.0.0")
+        request = IntakeRequest(source=str(built[name]), name=name, version=version)
         outcome = run_intake(request, live=live)
         rows.append((name, expected, outcome))
     table = Table("model", "decision", "expected", "reasons", title="modelgate demo: intake decisions")
@@ -44,6 +68,7 @@ def run_demo(*, seed: int = 0, live: bool | None = None) -> int:
         why = [*outcome.reasons, *outcome.findings]
         table.add_row(name, f"[{style}]{outcome.decision}[/{style}]", expected, escape("\n".join(why)) or "-")
     Console().print(table)
+    ok &= _pull_approved(console, settings.home / "pulled", version)
     from modelgate.services import client_env
 
     api = client_env(settings).get("PREFECT_API_URL")
