@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[intake,dev]"
+	# Peer attack libraries for the agreement tests, beside (not inside) the venv: torchattacks
+	# declares torchvision, which this torch build cannot import, and its PGD needs none.
+	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-peers-eval/site -r bench/requirements-peers-eval.txt
 	touch $(STAMP)
 
 install: $(STAMP)
