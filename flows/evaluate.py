@@ -39,7 +39,12 @@ IMAGE_TASK = "image-classification"
 
 @flow(name="evaluate", flow_run_name="evaluate-{model_task}", log_prints=True, validate_parameters=True)
 def evaluate(
-    model_dir: str, model_task: str, eval_data: str, out_dir: str, params: dict[str, Any] | None = None
+    model_dir: str,
+    model_task: str,
+    eval_data: str,
+    out_dir: str,
+    params: dict[str, Any] | None = None,
+    model_name: str | None = None,
 ) -> dict[str, StageEvidence]:
     """Run the image evaluations of ``model_dir`` on ``eval_data``; artifacts land under ``out_dir``.
 
@@ -57,7 +62,7 @@ def evaluate(
     for stage, evidence in results.items():
         logger.info("%s: %s %s", stage, evidence.status.value, evidence.reason or "")
     try:
-        publish_artifacts(results, model_dir)
+        publish_artifacts(results, model_name or Path(model_dir).name)
     except Exception as exc:  # noqa: BLE001 - artifacts are for people; the evidence is already complete
         logger.warning("could not publish the evaluation artifacts: %s: %s", type(exc).__name__, exc)
     return results
@@ -66,9 +71,8 @@ def evaluate(
 _STAGES = (BACKDOOR, ADVERSARIAL)
 
 
-def publish_artifacts(results: dict[str, StageEvidence], model_dir: str) -> None:
-    """Triggers (markdown with inline PNGs), the norms table, and the robustness table."""
-    name = Path(model_dir).name
+def publish_artifacts(results: dict[str, StageEvidence], name: str) -> None:
+    """Triggers (markdown with inline PNGs), the norms table, and the robustness table, keyed per model."""
     key = _key(name)
     backdoor = results.get(BACKDOOR)
     if backdoor is not None and backdoor.status in (Status.PASS, Status.FAIL):

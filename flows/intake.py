@@ -19,6 +19,7 @@ from prefect.artifacts import create_link_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
+from flows.evaluate import evaluate
 from modelgate.evidence import StageEvidence, Status, write_evidence
 from modelgate.manifest import Manifest
 from modelgate.policy.decision import Decision
@@ -26,10 +27,12 @@ from modelgate.progress import emit
 from modelgate.registry.config import registry_configured
 from modelgate.report import decision_markdown
 from modelgate.request import IntakeRequest
+from modelgate.scan.findings import ScanReport
 from modelgate.scan.sarif import to_sarif
 from modelgate.settings import Settings, load_settings
 from tasks.fetch import fetch_task
 from tasks.gate import gate_task
+from tasks.load import load_task
 from tasks.manifest import manifest_task
 from tasks.provenance import provenance_task
 from tasks.publish import publish_task
@@ -38,7 +41,20 @@ from tasks.signature import signature_task
 from tasks.validate import data_docs_url, validate_task
 from tasks.version import experiment_name, version_task
 
-STAGES = ("fetch", "manifest", "signature", "provenance", "scan", "validation", "gate", "publish", "version")
+STAGES = (
+    "fetch",
+    "manifest",
+    "signature",
+    "provenance",
+    "scan",
+    "load",
+    "backdoor",
+    "adversarial",
+    "validation",
+    "gate",
+    "publish",
+    "version",
+)
 
 
 class IntakeOutcome(BaseModel):
@@ -86,6 +102,35 @@ def _publish(run: _Run, request: IntakeRequest, decision: Decision, model_dir: P
         run.record(publish_task(decision, model_dir, manifest, run.folder))
 
 
+def _evaluate(
+    run: _Run, request: IntakeRequest, model_dir: Path | None, report: ScanReport | None, workspace: Path
+) -> None:
+    """Security evaluations, on weights that reach them only through the safe loader."""
+    evaluations = ("backdoor", "adversarial")
+    scan = run.stages.get("scan")
+    if model_dir is None or report is None or scan is None or scan.status is not Status.PASS:
+        for stage in ("load", *evaluations):
+            run.skip(stage, "the scan did not pass: nothing is loaded")
+        return
+    if not request.eval_data:
+        for stage in evaluations:
+            run.skip(stage, "no evaluation data named in the request (eval_data)")
+        return
+    emit("load", "running")
+    eval_model = workspace / "eval-model"
+    if run.record(load_task(model_dir, report, eval_model)).status is not Status.PASS:
+        for stage in evaluations:
+            run.skip(stage, "the weights could not be loaded safely")
+        return
+    for stage in evaluations:
+        emit(stage, "running")
+    results = evaluate(
+        str(eval_model), request.model_task.value, request.eval_data, str(run.folder), model_name=request.name
+    )
+    for stage in evaluations:
+        run.record(results[stage])
+
+
 def _link_data_docs(request: IntakeRequest, folder: Path) -> None:
     """Link the run's Great Expectations Data Docs from the Prefect UI (one key per model)."""
     docs = data_docs_url(folder)
@@ -128,6 +173,7 @@ def intake(request: IntakeRequest) -> IntakeOutcome:
     run.record(fetch_evidence)
 
     manifest = None
+    scan_report: ScanReport | None = None
     if fetched is None:
         for stage in ("manifest", "signature", "provenance", "scan"):
             run.skip(stage, "fetch did not complete")
@@ -158,6 +204,8 @@ def intake(request: IntakeRequest) -> IntakeOutcome:
         scan_evidence, scan_report = scan_task(fetched.root, manifest)
         run.record(scan_evidence)
         (run.folder / "scan.sarif").write_text(json.dumps(to_sarif(scan_report), indent=2))
+
+    _evaluate(run, request, fetched.root if fetched else None, scan_report, workspace)
 
     emit("validation", "running")
     run.record(validate_task(run.folder))

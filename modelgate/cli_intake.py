@@ -17,7 +17,20 @@ if TYPE_CHECKING:
     from modelgate.evidence import StageEvidence
     from modelgate.request import IntakeRequest
 
-STAGE_ORDER = ("fetch", "manifest", "signature", "provenance", "scan", "validation", "gate", "publish", "version")
+STAGE_ORDER = (
+    "fetch",
+    "manifest",
+    "signature",
+    "provenance",
+    "scan",
+    "load",
+    "backdoor",
+    "adversarial",
+    "validation",
+    "gate",
+    "publish",
+    "version",
+)
 STYLE = {"pass": "green", "fail": "red", "error": "bold red", "skipped": "yellow", "running": "cyan"}
 
 

@@ -63,3 +63,11 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from modelgate.demo.build import build_examples
 
     return build_examples(tmp_path_factory.mktemp("examples"))
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> list:  # list[tests.zoo.ZooModel]
+    """Clean and backdoored small CNNs (tests/zoo.py), trained once per test session."""
+    from tests.zoo import zoo_models
+
+    return zoo_models(tmp_path_factory)

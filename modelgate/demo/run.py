@@ -12,6 +12,9 @@ from rich.table import Table
 
 from modelgate.settings import load_settings
 
+# The organization's evaluation data of the demo: scikit-learn's bundled digits, as the model sees them.
+EVAL_DATA = "sklearn:digits"
+
 # What the default policy should decide for each example (docs/examples.md).
 EXPECTED = {
     "digits-cnn-signed": "approved",
@@ -57,7 +60,7 @@ def run_demo(*, seed: int = 0, live: bool | None = None) -> int:
     rows = []
     for name, expected in EXPECTED.items():
         console.rule(name)
-        request = IntakeRequest(source=str(built[name]), name=name, version=version)
+        request = IntakeRequest(source=str(built[name]), name=name, version=version, eval_data=EVAL_DATA)
         outcome = run_intake(request, live=live)
         rows.append((name, expected, outcome))
     table = Table("model", "decision", "expected", "reasons", title="modelgate demo: intake decisions")

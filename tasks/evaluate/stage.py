@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
+import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -68,7 +69,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
 
 def load_params(path: str | Path | None = None) -> dict[str, Any]:
     """The ``evaluate:`` section of ``params.yaml`` (the project's by default) over the built-in defaults."""
-    file = Path(path) if path else load_settings().project / "params.yaml"
+    file = Path(path or os.environ.get("MODELGATE_PARAMS_FILE") or load_settings().project / "params.yaml")
     section: dict[str, Any] = {}
     if file.is_file():
         section = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("evaluate") or {}
