@@ -113,7 +113,7 @@ def _evaluate(
             run.skip(stage, "the scan did not pass: nothing is loaded")
         return
     if not request.eval_data:
-        for stage in evaluations:
+        for stage in ("load", *evaluations):
             run.skip(stage, "no evaluation data named in the request (eval_data)")
         return
     emit("load", "running")

@@ -264,7 +264,9 @@ def test_the_intake_flow_records_its_run(
     import flows.intake as flow_module
 
     config = _point_at(monkeypatch, s3, tmp_path)
-    request = IntakeRequest(source=str(examples["digits-cnn-signed"]), name="flow-model", version="1.0.0")
+    request = IntakeRequest(
+        source=str(examples["digits-cnn-signed"]), name="flow-model", version="1.0.0", publish=False
+    )
     outcome = flow_module.intake(request)
     assert outcome.decision == "approved", outcome.reasons
     assert (outcome.stages["validation"], outcome.stages["version"]) == ("pass", "pass")

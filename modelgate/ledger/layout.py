@@ -21,12 +21,13 @@ EVIDENCE_FILES: dict[str, str] = {
     "signature": "signature.json",
     "provenance": "provenance.json",
     "scan": "scan.json",
+    "load": "load.json",
     "backdoor": "eval-backdoor.json",
     "adversarial": "eval-adversarial.json",
     "validation": "validation.json",
 }
 EVALUATIONS = ("backdoor", "adversarial")
-NOT_EVIDENCE = ("gate", "version")  # stage files written after the gate read the evidence
+NOT_EVIDENCE = ("gate", "publish", "version")  # stage files written after the gate read the evidence
 
 # The intake stages of dvc.yaml, in order (the `examples` stage builds demo models, not an intake).
 PIPELINE = (

@@ -166,28 +166,38 @@ def scan_stage(folder: Path, scratch: Path) -> StageEvidence:
 
 
 def _evaluation_refusal(folder: Path, request: IntakeRequest) -> str | None:
-    """Why the image evaluations do not run on this model (the flow's rules), or None."""
+    """Why no weights are loaded for evaluation (the flow's rules), or None."""
     if not _passed(folder, "scan"):
-        return "the serialization scan did not pass: only scanned-safe models are loaded"
-    if request.model_task is not ModelTask.IMAGE_CLASSIFICATION:
-        return f"model task {request.model_task.value!r}: the image evaluations need image-classification"
+        return "the scan did not pass: nothing is loaded"
     if not request.eval_data:
-        return "no evaluation data named in the request"
+        return "no evaluation data named in the request (eval_data)"
     return None
 
 
 def evaluate_stage(folder: Path, scratch: Path, params_file: Path) -> list[StageEvidence]:
-    """Backdoor and adversarial evaluations, only on a model the scan passed, with artifacts in ``folder``."""
+    """As the flow: weights through the safe loader, then the evaluations on that copy only."""
     request = load_request(folder)
     reason = _evaluation_refusal(folder, request)
     if reason is not None:
-        return [_skip(folder, stage, reason) for stage in EVALUATIONS]
+        return [_skip(folder, stage, reason) for stage in ("load", *EVALUATIONS)]
+    from modelgate.scan.stage import scan_stage as scan
     from tasks.evaluate.stage import adversarial_stage, backdoor_stage, merge_params
+    from tasks.load import load_stage
 
+    _, report = scan(model_dir(scratch), _manifest(folder))
+    eval_model = scratch / "eval-model"
+    load = load_stage(model_dir(scratch), report, eval_model)
+    _write(folder, load)
+    if load.status is not Status.PASS:
+        return [load, *(_skip(folder, stage, "the weights could not be loaded safely") for stage in EVALUATIONS)]
+    if request.model_task is not ModelTask.IMAGE_CLASSIFICATION:
+        task = request.model_task.value
+        why = f"model task {task!r}: the backdoor and adversarial evaluations need image-classification"
+        return [load, *(_skip(folder, stage, why) for stage in EVALUATIONS)]
     params = merge_params(read_params(params_file).get("evaluate") or {})
-    results = []
+    results = [load]
     for run in (backdoor_stage, adversarial_stage):
-        evidence = run(model_dir(scratch), str(request.eval_data), params, folder)
+        evidence = run(eval_model, str(request.eval_data), params, folder)
         _write(folder, evidence)
         results.append(evidence)
     return results
