@@ -51,7 +51,8 @@ def clean_run(tmp_path_factory: pytest.TempPathFactory, examples: dict[str, Path
         assert stage(folder, scratch).status is Status.PASS
     assert stages.scan_stage(folder, scratch).status is Status.PASS
     evaluations = stages.evaluate_stage(folder, scratch, params)
-    assert [e.status for e in evaluations] == [Status.PASS, Status.PASS], [e.reason for e in evaluations]
+    assert [e.stage for e in evaluations] == ["load", "backdoor", "adversarial"]
+    assert [e.status for e in evaluations] == [Status.PASS] * 3, [e.reason for e in evaluations]
     return folder
 
 
