@@ -41,21 +41,6 @@ from tasks.signature import signature_task
 from tasks.validate import data_docs_url, validate_task
 from tasks.version import experiment_name, version_task
 
-STAGES = (
-    "fetch",
-    "manifest",
-    "signature",
-    "provenance",
-    "scan",
-    "load",
-    "backdoor",
-    "adversarial",
-    "validation",
-    "gate",
-    "publish",
-    "version",
-)
-
 
 class IntakeOutcome(BaseModel):
     """What one intake run decided, and where its evidence is."""

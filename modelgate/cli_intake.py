@@ -17,26 +17,12 @@ if TYPE_CHECKING:
     from modelgate.evidence import StageEvidence
     from modelgate.request import IntakeRequest
 
-STAGE_ORDER = (
-    "fetch",
-    "manifest",
-    "signature",
-    "provenance",
-    "scan",
-    "load",
-    "backdoor",
-    "adversarial",
-    "validation",
-    "gate",
-    "publish",
-    "version",
-)
 STYLE = {"pass": "green", "fail": "red", "error": "bold red", "skipped": "yellow", "running": "cyan"}
 
 
 class _ProgressTable:
     def __init__(self) -> None:
-        self.rows: dict[str, tuple[str, str, str]] = {s: ("pending", "", "") for s in STAGE_ORDER}
+        self.rows: dict[str, tuple[str, str, str]] = {s: ("pending", "", "") for s in progress.STAGES}
         self.started: dict[str, float] = {}
 
     def update(self, stage: str, state: str, evidence: StageEvidence | None) -> None:

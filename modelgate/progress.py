@@ -8,6 +8,22 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from modelgate.evidence import StageEvidence
 
+# The intake stages in the order they run (the flow records them; the CLI shows them).
+STAGES = (
+    "fetch",
+    "manifest",
+    "signature",
+    "provenance",
+    "scan",
+    "load",
+    "backdoor",
+    "adversarial",
+    "validation",
+    "gate",
+    "publish",
+    "version",
+)
+
 Listener = Callable[[str, str, "StageEvidence | None"], None]
 _listeners: list[Listener] = []
 
