@@ -7,6 +7,10 @@ section of ``params.yaml``. The reverse-engineered triggers are published as a m
 (PNG previews inlined as data URIs, so the UI needs no file server) and the norms and robustness
 figures as table artifacts. ``python -m flows.evaluate MODEL_DIR`` runs the same stages without
 Prefect and writes the evidence JSON (what a DVC stage calls).
+
+Started on its own, the subflow never reads an unscanned folder: ``model_dir`` must carry a load
+record that verifies (the output of the intake's ``load`` stage), or it is scanned and converted
+through the safe loader first; a folder the scan or the loader refuses is not evaluated at all.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from tasks.evaluate.stage import (
     merge_params,
     robustness_rows,
 )
+from tasks.load import EvaluationRefused, prepare_for_evaluation
 
 IMAGE_TASK = "image-classification"
 
@@ -55,6 +60,11 @@ def evaluate(
     if model_task != IMAGE_TASK:
         reason = f"model task {model_task!r}: the backdoor and adversarial evaluations need {IMAGE_TASK}"
         return {stage: StageEvidence(stage=stage, status=Status.SKIPPED, reason=reason) for stage in _STAGES}
+    try:
+        model_dir = str(_readable(model_dir, out_dir))
+    except EvaluationRefused as exc:
+        logger.error("not evaluated: %s", exc)
+        return _refused(str(exc))
     results = {
         BACKDOOR: backdoor_task(model_dir, eval_data, settings, out_dir),
         ADVERSARIAL: adversarial_task(model_dir, eval_data, settings, out_dir),
@@ -69,6 +79,20 @@ def evaluate(
 
 
 _STAGES = (BACKDOOR, ADVERSARIAL)
+
+
+def _readable(model_dir: str, out_dir: str) -> Path:
+    """The folder the evaluations may read (scanned and safely loaded first when it has no load record)."""
+    folder, evidence = prepare_for_evaluation(Path(model_dir), Path(out_dir) / "evaluation-input")
+    for item in evidence:
+        write_evidence(Path(out_dir), f"eval-{item.stage}", item)
+    return folder
+
+
+def _refused(reason: str) -> dict[str, StageEvidence]:
+    return {
+        stage: StageEvidence(stage=stage, status=Status.FAIL, reason=f"not evaluated: {reason}") for stage in _STAGES
+    }
 
 
 def publish_artifacts(results: dict[str, StageEvidence], name: str) -> None:
@@ -132,8 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     out = Path(args.out)
     metrics: dict[str, Any] = {}
+    try:
+        model_dir = str(_readable(args.model_dir, str(out)))
+    except EvaluationRefused as exc:
+        print(f"error: not evaluated: {exc}")
+        return 2
     for stage, run in ((BACKDOOR, backdoor_stage), (ADVERSARIAL, adversarial_stage)):
-        evidence = run(args.model_dir, args.eval_data, params, out)
+        evidence = run(model_dir, args.eval_data, params, out)
         write_evidence(out, f"eval-{stage}", evidence)
         metrics.update(evidence.metrics)
         metrics[f"stages.{stage}"] = evidence.status.value
