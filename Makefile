@@ -11,7 +11,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install run test lint typecheck services-up services-down services-status bench clean
+.PHONY: install browser-deps run serve test lint typecheck services-up services-down services-status bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,14 +24,32 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## make run: set up, start the embedded services, build the example models, run the intake on each.
+## make run: set up, start the embedded services, build the example models, run the intake on each,
+## then leave the Prefect UI running with the deployments served (its address is the last line).
 run: install
 	$(BIN)/modelgate services up
 	eval "$$($(BIN)/modelgate services status --env)" && $(BIN)/modelgate registry init
-	$(BIN)/modelgate demo run
+	$(BIN)/modelgate demo run; status=$$?; $(BIN)/modelgate serve --background || exit $$?; exit $$status
 
-## make test: set up, lint, type-check and run the whole test suite.
-test: install lint typecheck
+## make serve: (re)start only the serve process (deployments intake, evaluate, regate) in the background.
+serve: install
+	$(BIN)/modelgate services up
+	$(BIN)/modelgate serve --background
+
+## make browser-deps: headless Chromium for the UI test (Debian packages, installed when missing and root).
+browser-deps:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "browser-deps: $$(chromium --version 2>/dev/null | head -1)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    chromium chromium-driver fonts-noto-color-emoji; \
+	else \
+	  echo "browser-deps: chromium and chromium-driver are missing and this is not root with apt-get;"; \
+	  echo "  install them, or tests/test_ui_browser.py is skipped (and fails when CI=true)"; \
+	fi
+
+## make test: set up (headless Chromium included), lint, type-check and run the whole test suite.
+test: install browser-deps lint typecheck
 	$(BIN)/python -m pytest
 
 lint: install

@@ -25,13 +25,25 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.privacy_artifacts import publish_privacy_artifacts
 from modelgate.evidence import StageEvidence, Status, write_evidence
+from modelgate.task_runners import evaluation_task_runner
+from tasks.evaluate.privacy.stage import (
+    FORENSICS,
+    INVERSION,
+    LEAKAGE,
+    MEMBERSHIP,
+    PRIVACY,
+    forensics_task,
+    inversion_task,
+    leakage_task,
+    membership_task,
+    privacy_task,
+)
 from tasks.evaluate.stage import (
     ADVERSARIAL,
     BACKDOOR,
-    adversarial_stage,
     adversarial_task,
-    backdoor_stage,
     backdoor_task,
     load_params,
     merge_params,
@@ -39,10 +51,22 @@ from tasks.evaluate.stage import (
 )
 from tasks.load import EvaluationRefused, prepare_for_evaluation
 
-IMAGE_TASK = "image-classification"
+IMAGE_TASK, TEXT_TASK = "image-classification", "text-generation"
+# Every evaluation stage, in the order the subflow runs them; each task runs the ones that apply.
+STAGES = (BACKDOOR, ADVERSARIAL, MEMBERSHIP, PRIVACY, FORENSICS, INVERSION, LEAKAGE)
+APPLIES: dict[str, tuple[str, ...]] = {
+    IMAGE_TASK: (BACKDOOR, ADVERSARIAL, MEMBERSHIP, PRIVACY, FORENSICS, INVERSION),
+    TEXT_TASK: (PRIVACY, FORENSICS, LEAKAGE),
+}
 
 
-@flow(name="evaluate", flow_run_name="evaluate-{model_task}", log_prints=True, validate_parameters=True)
+@flow(
+    name="evaluate",
+    flow_run_name="evaluate-{model_task}",
+    log_prints=True,
+    validate_parameters=True,
+    task_runner=evaluation_task_runner(),  # MODELGATE_TASK_RUNNER=thread|dask (modelgate/task_runners.py)
+)
 def evaluate(
     model_dir: str,
     model_task: str,
@@ -50,53 +74,101 @@ def evaluate(
     out_dir: str,
     params: dict[str, Any] | None = None,
     model_name: str | None = None,
+    reference_dir: str | None = None,
 ) -> dict[str, StageEvidence]:
-    """Run the image evaluations of ``model_dir`` on ``eval_data``; artifacts land under ``out_dir``.
+    """Run the evaluations that apply to ``model_task`` on ``model_dir``; artifacts land under ``out_dir``.
 
-    ``params`` overrides ``params.yaml``'s ``evaluate:`` section (section by section).
+    ``params`` overrides ``params.yaml``'s ``evaluate:`` section (section by section);
+    ``reference_dir`` is the trusted checkpoint the privacy audit and weight forensics compare with.
     """
     logger = get_run_logger()
     settings = merge_params(params, base=load_params())
-    if model_task != IMAGE_TASK:
-        reason = f"model task {model_task!r}: the backdoor and adversarial evaluations need {IMAGE_TASK}"
-        return {stage: StageEvidence(stage=stage, status=Status.SKIPPED, reason=reason) for stage in _STAGES}
+    name = model_name or Path(model_dir).name  # before model_dir may become the loaded copy
+    applies = APPLIES.get(model_task, ())
+    results = {
+        stage: StageEvidence(stage=stage, status=Status.SKIPPED, reason=not_applicable(stage, model_task))
+        for stage in STAGES
+        if stage not in applies
+    }
+    if not applies:
+        return {stage: results[stage] for stage in STAGES}
     try:
         model_dir = str(_readable(model_dir, out_dir))
+        reference_dir = str(_readable(reference_dir, out_dir, "reference-input")) if reference_dir else None
     except EvaluationRefused as exc:
         logger.error("not evaluated: %s", exc)
-        return _refused(str(exc))
-    results = {
-        BACKDOOR: backdoor_task(model_dir, eval_data, settings, out_dir),
-        ADVERSARIAL: adversarial_task(model_dir, eval_data, settings, out_dir),
-    }
-    for stage, evidence in results.items():
-        logger.info("%s: %s %s", stage, evidence.status.value, evidence.reason or "")
+        return {**results, **_refused(str(exc), applies)}
+    # Submitted to the flow's task runner: one at a time by default, fanned out with MODELGATE_TASK_RUNNER=dask.
+    futures = {stage: _run(stage, model_dir, reference_dir, eval_data, settings, out_dir) for stage in applies}
+    for stage, future in futures.items():
+        results[stage] = future.result()
+        logger.info("%s: %s %s", stage, results[stage].status.value, results[stage].reason or "")
     try:
-        publish_artifacts(results, model_name or Path(model_dir).name)
+        publish_artifacts(results, name)
     except Exception as exc:  # noqa: BLE001 - artifacts are for people; the evidence is already complete
         logger.warning("could not publish the evaluation artifacts: %s: %s", type(exc).__name__, exc)
-    return results
+    return {stage: results[stage] for stage in STAGES}
 
 
-_STAGES = (BACKDOOR, ADVERSARIAL)
+def _run(
+    stage: str,
+    model_dir: str,
+    reference_dir: str | None,
+    eval_data: str,
+    settings: dict[str, Any],
+    out_dir: str,
+    *,
+    plain: bool = False,
+) -> Any:
+    """One evaluation submitted as a Prefect task (a future), or, ``plain``, the function the task wraps."""
+    task = _TASKS[stage]
+    call: Any = task.fn if plain else task.submit
+    if stage in (BACKDOOR, ADVERSARIAL, MEMBERSHIP, INVERSION):
+        return call(model_dir, eval_data, settings, out_dir)
+    if stage == FORENSICS:
+        return call(model_dir, reference_dir, settings, out_dir)
+    return call(model_dir, reference_dir, eval_data, settings, out_dir)
 
 
-def _readable(model_dir: str, out_dir: str) -> Path:
+def run_plain(
+    stage: str, model_dir: str, reference_dir: str | None, eval_data: str, settings: dict[str, Any], out_dir: str
+) -> StageEvidence:
+    """One evaluation without Prefect (the DVC stage and ``python -m flows.evaluate``); ``model_dir`` must be loaded."""
+    return _run(stage, model_dir, reference_dir, eval_data, settings, out_dir, plain=True)
+
+
+_TASKS: dict[str, Any] = {
+    BACKDOOR: backdoor_task,
+    ADVERSARIAL: adversarial_task,
+    MEMBERSHIP: membership_task,
+    INVERSION: inversion_task,
+    PRIVACY: privacy_task,
+    FORENSICS: forensics_task,
+    LEAKAGE: leakage_task,
+}
+
+
+def not_applicable(stage: str, model_task: str) -> str:
+    """Why ``stage`` does not run on a ``model_task`` model (the skipped evidence's reason)."""
+    tasks = [task for task, stages in APPLIES.items() if stage in stages]
+    return f"model task {model_task!r}: the {stage} evaluation needs {' or '.join(tasks)}"
+
+
+def _readable(model_dir: str, out_dir: str, work: str = "evaluation-input") -> Path:
     """The folder the evaluations may read (scanned and safely loaded first when it has no load record)."""
-    folder, evidence = prepare_for_evaluation(Path(model_dir), Path(out_dir) / "evaluation-input")
+    folder, evidence = prepare_for_evaluation(Path(model_dir), Path(out_dir) / work)
     for item in evidence:
-        write_evidence(Path(out_dir), f"eval-{item.stage}", item)
+        write_evidence(Path(out_dir), f"{work}-{item.stage}", item)
     return folder
 
 
-def _refused(reason: str) -> dict[str, StageEvidence]:
-    return {
-        stage: StageEvidence(stage=stage, status=Status.FAIL, reason=f"not evaluated: {reason}") for stage in _STAGES
-    }
+def _refused(reason: str, stages: tuple[str, ...]) -> dict[str, StageEvidence]:
+    why = f"not evaluated: {reason}"
+    return {stage: StageEvidence(stage=stage, status=Status.FAIL, reason=why) for stage in stages}
 
 
 def publish_artifacts(results: dict[str, StageEvidence], name: str) -> None:
-    """Triggers (markdown with inline PNGs), the norms table, and the robustness table, keyed per model."""
+    """Triggers (markdown with inline PNGs), the norms and robustness tables, the privacy pages; keyed per model."""
     key = _key(name)
     backdoor = results.get(BACKDOOR)
     if backdoor is not None and backdoor.status in (Status.PASS, Status.FAIL):
@@ -111,6 +183,7 @@ def publish_artifacts(results: dict[str, StageEvidence], name: str) -> None:
         create_table_artifact(
             robustness_rows(adversarial), key=f"adversarial-robustness-{key}", description="PGD robust accuracy"
         )
+    publish_privacy_artifacts(results, key, name)
 
 
 def _key(name: str) -> str:
@@ -146,10 +219,12 @@ def triggers_markdown(evidence: StageEvidence, name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run both stages without Prefect and write ``eval-backdoor.json`` / ``eval-adversarial.json``."""
+    """Run the evaluations that apply without Prefect; write ``eval-<stage>.json`` and ``metrics.json``."""
     parser = argparse.ArgumentParser(prog="python -m flows.evaluate", description=main.__doc__)
-    parser.add_argument("model_dir")
+    parser.add_argument("model_dir", help="model folder (scanned and safely loaded first unless it is a load output)")
+    parser.add_argument("--model-task", default=IMAGE_TASK, choices=sorted(APPLIES))
     parser.add_argument("--eval-data", default="sklearn:digits")
+    parser.add_argument("--reference", default=None, help="reference checkpoint folder (privacy audit, forensics)")
     parser.add_argument("--out", default="evaluation")
     parser.add_argument("--params", default=None, help="params.yaml to read (default: the project's)")
     args = parser.parse_args(argv)
@@ -158,11 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     metrics: dict[str, Any] = {}
     try:
         model_dir = str(_readable(args.model_dir, str(out)))
+        reference = str(_readable(args.reference, str(out), "reference-input")) if args.reference else None
     except EvaluationRefused as exc:
         print(f"error: not evaluated: {exc}")
         return 2
-    for stage, run in ((BACKDOOR, backdoor_stage), (ADVERSARIAL, adversarial_stage)):
-        evidence = run(model_dir, args.eval_data, params, out)
+    for stage in APPLIES[args.model_task]:
+        evidence = run_plain(stage, model_dir, reference, args.eval_data, params, str(out))
         write_evidence(out, f"eval-{stage}", evidence)
         metrics.update(evidence.metrics)
         metrics[f"stages.{stage}"] = evidence.status.value

@@ -19,7 +19,10 @@ from prefect.artifacts import create_link_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
+from flows.artifacts import publish_report
+from flows.evaluate import STAGES as EVALUATION_STAGES
 from flows.evaluate import evaluate
+from modelgate.events import emit_decision_event
 from modelgate.evidence import StageEvidence, Status, write_evidence
 from modelgate.manifest import Manifest
 from modelgate.policy.decision import Decision
@@ -30,16 +33,20 @@ from modelgate.request import IntakeRequest
 from modelgate.scan.findings import ScanReport
 from modelgate.scan.sarif import to_sarif
 from modelgate.settings import Settings, load_settings
+from tasks.caching import results_dir
 from tasks.fetch import fetch_task
 from tasks.gate import gate_task
 from tasks.load import load_task
 from tasks.manifest import manifest_task
 from tasks.provenance import provenance_task
 from tasks.publish import publish_task
-from tasks.scan import scan_task
+from tasks.reference import reference_task
+from tasks.scan import scan_model
 from tasks.signature import signature_task
 from tasks.validate import data_docs_url, validate_task
 from tasks.version import experiment_name, version_task
+
+COMPARES_WITH_REFERENCE = ("privacy", "forensics")
 
 
 class IntakeOutcome(BaseModel):
@@ -90,8 +97,8 @@ def _publish(run: _Run, request: IntakeRequest, decision: Decision, model_dir: P
 def _evaluate(
     run: _Run, request: IntakeRequest, model_dir: Path | None, report: ScanReport | None, workspace: Path
 ) -> None:
-    """Security evaluations, on weights that reach them only through the safe loader."""
-    evaluations = ("backdoor", "adversarial")
+    """Security and privacy evaluations, on weights that reach them only through the safe loader."""
+    evaluations = ("reference", *EVALUATION_STAGES)
     scan = run.stages.get("scan")
     if model_dir is None or report is None or scan is None or scan.status is not Status.PASS:
         for stage in ("load", *evaluations):
@@ -107,13 +114,30 @@ def _evaluate(
         for stage in evaluations:
             run.skip(stage, "the weights could not be loaded safely")
         return
-    for stage in evaluations:
-        emit(stage, "running")
-    results = evaluate(
-        str(eval_model), request.model_task.value, request.eval_data, str(run.folder), model_name=request.name
+    emit("reference", "running")
+    reference_evidence, reference_dir = reference_task(
+        request.reference, request.reference_digest, load_settings(), workspace
     )
-    for stage in evaluations:
-        run.record(results[stage])
+    run.record(reference_evidence)
+    for stage in EVALUATION_STAGES:
+        emit(stage, "running")
+    # A persisted subflow result: a retried intake run does not evaluate the same weights again.
+    results = evaluate.with_options(persist_result=True, result_storage=results_dir())(
+        str(eval_model),
+        request.model_task.value,
+        request.eval_data,
+        str(run.folder),
+        model_name=request.name,
+        reference_dir=str(reference_dir) if reference_dir else None,
+    )
+    refused = reference_evidence.status is Status.FAIL
+    for stage in EVALUATION_STAGES:
+        evidence = results[stage]
+        if refused and stage in COMPARES_WITH_REFERENCE and evidence.status is Status.SKIPPED:
+            evidence = StageEvidence(
+                stage=stage, status=Status.SKIPPED, reason=f"the reference was refused: {reference_evidence.reason}"
+            )
+        run.record(evidence)
 
 
 def _link_data_docs(request: IntakeRequest, folder: Path) -> None:
@@ -142,7 +166,14 @@ def _signature_path(request: IntakeRequest, model_dir: Path) -> Path | None:
     return model_dir / request.signature
 
 
-@flow(name="intake", flow_run_name="{request.name}-{request.version}", log_prints=True, validate_parameters=True)
+@flow(
+    name="intake",
+    flow_run_name="{request.name}-{request.version}",
+    log_prints=True,
+    validate_parameters=True,
+    persist_result=True,  # with the tasks' cache policies, a retried run resumes where it failed
+    result_storage=results_dir(),
+)
 def intake(request: IntakeRequest) -> IntakeOutcome:
     """Take one model from its source to an approve/reject decision with evidence."""
     settings: Settings = load_settings()
@@ -186,7 +217,7 @@ def intake(request: IntakeRequest) -> IntakeOutcome:
         )
 
         emit("scan", "running")
-        scan_evidence, scan_report = scan_task(fetched.root, manifest)
+        scan_evidence, scan_report = scan_model(fetched.root, manifest)
         run.record(scan_evidence)
         (run.folder / "scan.sarif").write_text(json.dumps(to_sarif(scan_report), indent=2))
 
@@ -218,6 +249,7 @@ def intake(request: IntakeRequest) -> IntakeOutcome:
 
     emit("version", "running")
     run.record(version_task(run.folder, request=request, decision=decision, run_id=run_id))
+    publish_report(decision, dict(run.stages), run.folder, request.name, request.version)
 
     errored = [s for s, e in run.stages.items() if e.status is Status.ERROR]
     verdict: Literal["approved", "rejected", "error"] = "error" if errored or decision is None else decision.decision
@@ -239,5 +271,6 @@ def intake(request: IntakeRequest) -> IntakeOutcome:
         model_dir=str(fetched.root) if fetched else None,
         stages={s: e.status.value for s, e in run.stages.items()},
     )
+    emit_decision_event(outcome, decision)
     logger.info("decision for %s %s: %s %s", request.name, request.version, verdict, "; ".join(reasons))
     return outcome

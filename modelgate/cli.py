@@ -34,6 +34,7 @@ _LAZY_COMMANDS = {
     "policy": "modelgate.cli_policy:policy_group",
     "registry": "modelgate.cli_registry:registry_group",
     "audit": "modelgate.cli_audit:audit_group",
+    "automations": "modelgate.cli_automations:automations_group",
     "stage": "modelgate.cli_stage:stage_group",
     "pull": "modelgate.cli_registry:pull_command",
     "scan": "modelgate.cli_scan:scan_command",
@@ -42,6 +43,7 @@ _LAZY_COMMANDS = {
     "verify": "modelgate.cli_signing:verify_command",
     "keygen": "modelgate.cli_signing:keygen_command",
     "sign": "modelgate.cli_signing:sign_command",
+    "serve": "modelgate.cli_serve:serve_command",
 }
 
 
@@ -79,6 +81,7 @@ def main() -> None:
     Consumers:       modelgate pull NAME[@VERSION|:ALIAS] --dest DIR, modelgate registry ls|show
     Anyone:          modelgate manifest | verify | scan
     Operators:       modelgate services up|down|status, modelgate demo build|run
+    Prefect UI:      modelgate serve [--background]
     """
 
 
@@ -163,6 +166,8 @@ def use_running_services(registry_role: str | None = None) -> None:
 @click.option("--policy", default="default", show_default=True, help="Policy name or path.")
 @click.option("--task", "model_task", default="image-classification", show_default=True, help="Model task.")
 @click.option("--eval-data", help="Evaluation data reference.")
+@click.option("--reference", help="Trusted checkpoint of the same architecture (privacy audit, weight forensics).")
+@click.option("--reference-digest", help="The reference's pinned root digest sha256:<hex> (required with --reference).")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
 def intake(
     source: str,
@@ -173,6 +178,8 @@ def intake(
     policy: str,
     model_task: str,
     eval_data: str | None,
+    reference: str | None,
+    reference_digest: str | None,
     as_json: bool,
 ) -> None:
     """Run the intake flow on SOURCE; exit 0 approved, 1 rejected, 2 error.
@@ -193,10 +200,13 @@ def intake(
             policy=policy,
             model_task=model_task,  # type: ignore[arg-type]
             eval_data=eval_data,
+            reference=reference,
+            reference_digest=reference_digest,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        fail(f"invalid request: {'.'.join(str(p) for p in first['loc'])}: {first['msg']}")
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        fail(f"invalid request: {where}: {first['msg'].removeprefix('Value error, ')}")
     from modelgate.cli_intake import run_intake
 
     outcome = run_intake(request, live=not as_json and sys.stderr.isatty())

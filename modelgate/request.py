@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
@@ -30,7 +30,7 @@ class IntakeRequest(BaseModel):
     version: str = Field(description="Registry version to publish as (e.g. 1.0.0).", pattern=VERSION_PATTERN)
     expected_digest: str | None = Field(
         default=None,
-        description="Pin: the model's expected root digest (sha256:<hex>); a mismatch rejects the model.",
+        description="Pin: the model's expected root digest (`sha256:` + 64 hex digits); a mismatch rejects the model.",
         pattern=DIGEST_PATTERN,
     )
     signature: str | None = Field(
@@ -41,8 +41,24 @@ class IntakeRequest(BaseModel):
         ),
     )
     model_task: ModelTask = Field(default=ModelTask.IMAGE_CLASSIFICATION, description="What the model does.")
-    eval_data: str | None = Field(default=None, description="Reference to the organization's evaluation data set.")
-    policy: str = Field(default="default", description="Policy name (policies/<name>.yaml) or a path to a policy file.")
+    eval_data: str | None = Field(
+        default=None,
+        description="The organization's evaluation data: a folder of labelled images, `.npz`, parquet, or "
+        "`sklearn:digits`. None skips the evaluations.",
+    )
+    reference: str | None = Field(
+        default=None,
+        description=(
+            "Trusted checkpoint of the same architecture for the privacy-backdoor audit and weight forensics "
+            "(same source forms as `source`); must be pinned with reference_digest."
+        ),
+    )
+    reference_digest: str | None = Field(
+        default=None,
+        description="The reference's expected root digest (`sha256:` + 64 hex); refused on a mismatch.",
+        pattern=DIGEST_PATTERN,
+    )
+    policy: str = Field(default="default", description="Policy name (`policies/NAME.yaml`) or a path to a policy file.")
     publish: bool = Field(
         default=True, description="Publish to the registry when approved (needs a configured registry)."
     )
@@ -62,3 +78,11 @@ class IntakeRequest(BaseModel):
         }:
             raise ValueError(f"unsupported source scheme in {value!r} (use a path, file://, s3://, https:// or hf://)")
         return value
+
+    @model_validator(mode="after")
+    def _reference_is_pinned(self) -> IntakeRequest:
+        if self.reference is not None and not self.reference.strip():
+            self.reference = None
+        if self.reference and not self.reference_digest:
+            raise ValueError("a reference checkpoint must be pinned: give reference_digest (sha256:...) with reference")
+        return self

@@ -46,6 +46,7 @@ class ServiceSpec:
     env: dict[str, str] = field(default_factory=dict)
     grpc_port_offset: int = 0
     files: dict[str, str] = field(default_factory=dict)
+    autostart: bool = True  # False: `up` without names leaves it out (started by its own command)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def load_specs(settings: Settings | None = None) -> dict[str, ServiceSpec]:
             env={str(k): str(v) for k, v in (body.get("env") or {}).items()},
             grpc_port_offset=int(body.get("grpc_port_offset", 0)),
             files={str(k): str(v) for k, v in (body.get("files") or {}).items()},
+            autostart=bool(body.get("autostart", True)),
         )
     return specs
 
@@ -287,13 +289,14 @@ def _reap(pid: int) -> None:
 def up(names: list[str] | None = None, settings: Settings | None = None) -> list[ServiceState]:
     settings = settings or load_settings()
     specs = load_specs(settings)
-    return [start(name, settings=settings) for name in (names or list(specs))]
+    return [start(name, settings=settings) for name in (names or [n for n, s in specs.items() if s.autostart])]
 
 
 def down(names: list[str] | None = None, settings: Settings | None = None) -> list[str]:
     settings = settings or load_settings()
     specs = load_specs(settings)
-    return [name for name in (names or list(specs)) if stop(name, settings=settings)]
+    # Reverse order: what depends on a service (the serve process on the Prefect server) stops first.
+    return [name for name in reversed(names or list(specs)) if stop(name, settings=settings)]
 
 
 def client_env(settings: Settings | None = None) -> dict[str, str]:

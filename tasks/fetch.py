@@ -2,22 +2,27 @@
 
 The stage never raises: a refused or failed fetch is ``error`` evidence carrying the one-line
 ``FetchError`` reason (the gate fails closed on it), and an unexpected crash is ``error`` evidence
-with its traceback. The Prefect retries therefore only cover failures of the task run itself,
-never a permanent refusal such as a size cap.
+with its traceback. The task raises only for a transient error (timeout, refused connection, HTTP
+429/5xx, truncated download) while attempts are left, so Prefect retries it; a permanent refusal
+such as a size cap is never retried. The result is cached per run (``tasks.caching.RUN_SCOPED``):
+a retried flow run does not fetch again, a new run always does; an error is never cached.
 """
 
 from __future__ import annotations
 
+import re
 import traceback
 from importlib import metadata
 from pathlib import Path
 
 from prefect import task
+from prefect.runtime import task_run
 
 from modelgate.errors import FetchError
 from modelgate.evidence import StageEvidence, Status, timed
 from modelgate.settings import Settings
 from modelgate.sources import FetchResult, fetch, source_scheme
+from tasks.caching import RUN_SCOPED, keep_out_of_cache, results_dir, retry_delays
 
 STAGE = "fetch"
 
@@ -94,6 +99,37 @@ def _tool_versions(scheme: str | None) -> dict[str, str]:
     return versions
 
 
-fetch_task = task(name="fetch", task_run_name="fetch", retries=2, retry_delay_seconds=2)(fetch_stage)
+RETRIES = 2
+# Symptoms of a source that may answer on the next attempt; anything else is a refusal or a bug.
+_TRANSIENT = re.compile(
+    r"HTTP (429|5\d\d)|timed? ?out|timeout|connect|unreachable|truncated|temporar|reset by peer|SlowDown", re.I
+)
 
-__all__ = ["fetch_stage", "fetch_task"]
+
+class FetchUnavailable(FetchError):
+    """A transient fetch error, raised so that Prefect retries the task."""
+
+
+def transient(evidence: StageEvidence) -> bool:
+    """True for an ``error`` whose reason looks like a network hiccup rather than a refusal."""
+    return evidence.status is Status.ERROR and bool(_TRANSIENT.search(evidence.reason or ""))
+
+
+@task(
+    name="fetch",
+    task_run_name="fetch",
+    retries=RETRIES,
+    retry_delay_seconds=retry_delays(2, 10),
+    cache_policy=RUN_SCOPED,
+    persist_result=True,
+    result_storage=results_dir(),
+)
+def fetch_task(source: str, workspace: Path, settings: Settings) -> tuple[StageEvidence, FetchResult | None]:
+    evidence, result = fetch_stage(source, workspace, settings)
+    if transient(evidence) and (task_run.run_count or 1) <= RETRIES:
+        raise FetchUnavailable(evidence.reason or "fetch failed")
+    keep_out_of_cache(evidence)
+    return evidence, result
+
+
+__all__ = ["FetchUnavailable", "fetch_stage", "fetch_task", "transient"]

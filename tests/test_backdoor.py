@@ -186,7 +186,12 @@ def test_evaluate_flow_publishes_the_triggers(prefect_server: str, zoo: list[Zoo
 
     model = next(m for m in zoo if m.trigger and m.trigger.kind == "patch")
     assert model.trigger is not None
-    params = {**TEST_BUDGET, "pgd": {"epsilons": {"linf": [0.1]}, "steps": 5, "restarts": 1, "samples": 100}}
+    params = {
+        **TEST_BUDGET,
+        "pgd": {"epsilons": {"linf": [0.1]}, "steps": 5, "restarts": 1, "samples": 100},
+        "membership": {"reference_models": 4, "shadow": {"epochs": 2}, "bootstrap": 100},
+        "inversion": {"steps": 20},
+    }
     results = evaluate(str(model.path), "image-classification", "sklearn:digits", str(tmp_path), params)
     assert results["backdoor"].status is Status.FAIL
     assert results["backdoor"].metrics["backdoor.suspect_label"] == model.trigger.target
@@ -203,4 +208,4 @@ def test_evaluate_flow_publishes_the_triggers(prefect_server: str, zoo: list[Zoo
 
     skipped = evaluate(str(model.path), "text-generation", "sklearn:digits", str(tmp_path), params)
     assert {e.status for e in skipped.values()} == {Status.SKIPPED}
-    assert "need image-classification" in (skipped["backdoor"].reason or "")
+    assert "needs image-classification" in (skipped["backdoor"].reason or "")

@@ -18,6 +18,8 @@ SMALL_BUDGET = {
     "evaluate": {
         "neural_cleanse": {"samples_per_class": 10, "epochs": 50},
         "pgd": {"epsilons": {"linf": [0.03], "l2": [0.5]}, "steps": 5, "restarts": 1, "samples": 100},
+        "membership": {"reference_models": 4, "shadow": {"epochs": 2}, "bootstrap": 100},
+        "inversion": {"steps": 20},
     }
 }
 

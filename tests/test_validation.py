@@ -20,6 +20,7 @@ import pytest
 from modelgate.evidence import StageEvidence, Status, write_evidence
 from modelgate.gate import gate_stage
 from modelgate.ledger import stages
+from modelgate.ledger.layout import EVALUATIONS
 from modelgate.request import IntakeRequest
 from modelgate.settings import load_settings
 from modelgate.validation.evidence import load_run
@@ -31,6 +32,8 @@ evaluate:
   neural_cleanse: {samples_per_class: 10, epochs: 2, seeds: [0], early_stop_patience: 2}
   mmbd: {starts: 2, steps: 10}
   pgd: {samples: 100, steps: 5, restarts: 1}
+  membership: {reference_models: 4, shadow: {epochs: 3}, bootstrap: 100}
+  inversion: {steps: 20}
 validation: {min_samples_per_class: 10, robust_accuracy_tolerance: 0.02}
 """
 PARAMS = {"min_samples_per_class": 10, "robust_accuracy_tolerance": 0.02}
@@ -51,8 +54,16 @@ def clean_run(tmp_path_factory: pytest.TempPathFactory, examples: dict[str, Path
         assert stage(folder, scratch).status is Status.PASS
     assert stages.scan_stage(folder, scratch).status is Status.PASS
     evaluations = stages.evaluate_stage(folder, scratch, params)
-    assert [e.stage for e in evaluations] == ["load", "backdoor", "adversarial"]
-    assert [e.status for e in evaluations] == [Status.PASS] * 3, [e.reason for e in evaluations]
+    statuses = {e.stage: e.status for e in evaluations}
+    assert list(statuses) == ["load", "reference", *EVALUATIONS]
+    ran = ("load", "backdoor", "adversarial", "membership", "inversion")
+    assert all(statuses[s] is Status.PASS for s in ran), [e.reason for e in evaluations]
+    assert {s for s, status in statuses.items() if status is Status.SKIPPED} == {
+        "reference",
+        "privacy",
+        "forensics",
+        "leakage",
+    }
     return folder
 
 
@@ -97,13 +108,13 @@ def test_clean_evidence_passes_every_suite_and_builds_data_docs(run: Path) -> No
         "manifest": "passed",
         "backdoor_norms": "passed",
         "robust_accuracy": "passed",
-        "membership_scores": "skipped",
+        "membership_scores": "passed",
         "eval_data": "passed",
     }
     assert _suite(report, "backdoor_norms").source == "backdoor/norms.csv"
     assert _suite(report, "robust_accuracy").source == "adversarial/robustness.csv"
-    assert "membership inference not run" in (_suite(report, "membership_scores").reason or "")
-    assert evidence.metrics["validation.skipped_suites"] == ["membership_scores"]
+    assert _suite(report, "membership_scores").source == "membership/scores.csv"
+    assert evidence.metrics["validation.skipped_suites"] == []
     norms = _suite(report, "backdoor_norms").expectations
     row_count = next(e for e in norms if e.expectation == "expect_table_row_count_to_equal")
     assert row_count.observed == 10 and row_count.success
@@ -222,8 +233,9 @@ def test_a_table_missing_from_an_evaluation_that_ran_is_a_failure(run: Path) -> 
 
 def test_skipped_evaluations_skip_their_suites_with_the_reason(run: Path) -> None:
     reason = "no evaluation data named in the request"
-    for stage in ("backdoor", "adversarial"):
+    for stage in ("backdoor", "adversarial", "membership"):
         write_evidence(run, f"eval-{stage}", StageEvidence(stage=stage, status=Status.SKIPPED, reason=reason))
+    shutil.rmtree(run / "membership")  # a skipped membership evaluation leaves no scores
     evidence = validate_stage(run, PARAMS)
     assert evidence.status is Status.PASS
     report = ValidationReport.model_validate(evidence.details["report"])
@@ -235,7 +247,6 @@ def test_skipped_evaluations_skip_their_suites_with_the_reason(run: Path) -> Non
 
 
 def test_membership_scores_when_present(run: Path) -> None:
-    (run / "membership").mkdir()
     table = run / "membership" / "scores.csv"
     table.write_text("score,member\n0.9,1\n0.8,1\n0.2,0\n0.1,0\n")
     report = validate_evidence(run, PARAMS, data_docs=False)

@@ -15,6 +15,9 @@ from modelgate.settings import load_settings
 # The organization's evaluation data of the demo: scikit-learn's bundled digits, as the model sees them.
 EVAL_DATA = "sklearn:digits"
 
+# The example whose intake names a pinned reference checkpoint (the plain, unsigned base release).
+REFERENCE_FOR = "digits-cnn-signed"
+
 # What the default policy should decide for each example (docs/examples.md).
 EXPECTED = {
     "digits-cnn-signed": "approved",
@@ -46,7 +49,8 @@ def _pull_approved(console: Console, dest_root: Path, version: str) -> bool:
 def run_demo(*, seed: int = 0, live: bool | None = None) -> int:
     """Build, take in, print a decision table; returns 0 when every example got its expected decision."""
     from modelgate.cli_intake import run_intake
-    from modelgate.demo.build import build_examples
+    from modelgate.demo.build import PLAIN, build_examples
+    from modelgate.manifest import build_manifest
     from modelgate.request import IntakeRequest
 
     console = Console(stderr=True)
@@ -57,10 +61,14 @@ def run_demo(*, seed: int = 0, live: bool | None = None) -> int:
     live = sys.stderr.isatty() if live is None else live
     # Registry versions are write-once: every demo run takes its models in as a new version.
     version = "1.0.0-" + datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    reference_digest = build_manifest(built[PLAIN]).root_digest
     rows = []
     for name, expected in EXPECTED.items():
         console.rule(name)
         request = IntakeRequest(source=str(built[name]), name=name, version=version, eval_data=EVAL_DATA)
+        if name == REFERENCE_FOR:
+            # The organization's trusted base release: the privacy audit and forensics compare with it.
+            request = request.model_copy(update={"reference": str(built[PLAIN]), "reference_digest": reference_digest})
         outcome = run_intake(request, live=live)
         rows.append((name, expected, outcome))
     table = Table("model", "decision", "expected", "reasons", title="modelgate demo: intake decisions")

@@ -22,11 +22,17 @@ EVIDENCE_FILES: dict[str, str] = {
     "provenance": "provenance.json",
     "scan": "scan.json",
     "load": "load.json",
+    "reference": "reference.json",
     "backdoor": "eval-backdoor.json",
     "adversarial": "eval-adversarial.json",
+    "membership": "eval-membership.json",
+    "privacy": "eval-privacy.json",
+    "forensics": "eval-forensics.json",
+    "inversion": "eval-inversion.json",
+    "leakage": "eval-leakage.json",
     "validation": "validation.json",
 }
-EVALUATIONS = ("backdoor", "adversarial")
+EVALUATIONS = ("backdoor", "adversarial", "membership", "privacy", "forensics", "inversion", "leakage")
 NOT_EVIDENCE = ("gate", "publish", "version")  # stage files written after the gate read the evidence
 
 # The intake stages of dvc.yaml, in order (the `examples` stage builds demo models, not an intake).

@@ -22,7 +22,7 @@ from modelgate.ledger.layout import EVALUATIONS, EVIDENCE_FILES, POLICY_SNAPSHOT
 from modelgate.ledger.metrics import write_metrics
 from modelgate.manifest import FileEntry, Manifest
 from modelgate.policy.decision import Decision
-from modelgate.request import IntakeRequest, ModelTask
+from modelgate.request import IntakeRequest
 from modelgate.settings import Settings, load_settings
 
 REQUEST_FIELDS = tuple(IntakeRequest.model_fields)
@@ -175,29 +175,37 @@ def _evaluation_refusal(folder: Path, request: IntakeRequest) -> str | None:
 
 
 def evaluate_stage(folder: Path, scratch: Path, params_file: Path) -> list[StageEvidence]:
-    """As the flow: weights through the safe loader, then the evaluations on that copy only."""
+    """As the flow: weights through the safe loader, the pinned reference, then the evaluations that apply."""
     request = load_request(folder)
     reason = _evaluation_refusal(folder, request)
     if reason is not None:
-        return [_skip(folder, stage, reason) for stage in ("load", *EVALUATIONS)]
+        return [_skip(folder, stage, reason) for stage in ("load", "reference", *EVALUATIONS)]
+    from flows.evaluate import APPLIES, not_applicable, run_plain
     from modelgate.scan.stage import scan_stage as scan
-    from tasks.evaluate.stage import adversarial_stage, backdoor_stage, merge_params
+    from tasks.evaluate.stage import merge_params
     from tasks.load import load_stage
+    from tasks.reference import reference_stage
 
     _, report = scan(model_dir(scratch), _manifest(folder))
     eval_model = scratch / "eval-model"
+    shutil.rmtree(eval_model, ignore_errors=True)
     load = load_stage(model_dir(scratch), report, eval_model)
     _write(folder, load)
     if load.status is not Status.PASS:
-        return [load, *(_skip(folder, stage, "the weights could not be loaded safely") for stage in EVALUATIONS)]
-    if request.model_task is not ModelTask.IMAGE_CLASSIFICATION:
-        task = request.model_task.value
-        why = f"model task {task!r}: the backdoor and adversarial evaluations need image-classification"
-        return [load, *(_skip(folder, stage, why) for stage in EVALUATIONS)]
+        why = "the weights could not be loaded safely"
+        return [load, *(_skip(folder, stage, why) for stage in ("reference", *EVALUATIONS))]
+    shutil.rmtree(scratch / "reference", ignore_errors=True)
+    reference, reference_dir = reference_stage(request.reference, request.reference_digest, load_settings(), scratch)
+    _write(folder, reference)
     params = merge_params(read_params(params_file).get("evaluate") or {})
-    results = [load]
-    for run in (backdoor_stage, adversarial_stage):
-        evidence = run(eval_model, str(request.eval_data), params, folder)
+    results = [load, reference]
+    task = request.model_task.value
+    for stage in EVALUATIONS:
+        if stage in APPLIES.get(task, ()):
+            ref = str(reference_dir) if reference_dir else None
+            evidence = run_plain(stage, str(eval_model), ref, str(request.eval_data), params, str(folder))
+        else:
+            evidence = StageEvidence(stage=stage, status=Status.SKIPPED, reason=not_applicable(stage, task))
         _write(folder, evidence)
         results.append(evidence)
     return results

@@ -292,6 +292,11 @@ def membership_suite(run: RunEvidence, params: ValidationParams) -> SuitePlan:
             else "no membership scores in this run (membership inference not run)"
         )
         return plan
+    if "score" not in plan.frame.columns:  # the membership stage writes one column per attack
+        for attack in ("lira", "loss"):
+            if attack in plan.frame.columns:
+                plan.frame["score"] = plan.frame[attack]
+                break
     for column in ("score", "member"):
         if column not in plan.frame.columns:
             plan.frame[column] = math.nan

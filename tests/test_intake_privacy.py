@@ -1,0 +1,113 @@
+"""Issue 7's promise through the real flow: the intake runs the privacy evaluations that apply, the
+gate rejects a privacy-backdoored candidate, and the reviewer finds the amplification with its
+interval and the ROC in the Prefect UI. The reference is pinned: a wrong digest is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modelgate.manifest import build_manifest
+from modelgate.request import IntakeRequest
+from tests.privacy_zoo import privacy_models
+
+pytestmark = pytest.mark.services
+
+# Small budgets for the evaluations this test is not about; the audit itself keeps its defaults
+# except the organization's recipe, which fine-tunes the classification head (as in test_privacy_audit).
+BUDGET = {
+    "evaluate": {
+        "neural_cleanse": {"samples_per_class": 10, "epochs": 2, "seeds": [0], "early_stop_patience": 2},
+        "mmbd": {"starts": 2, "steps": 10},
+        "pgd": {"epsilons": {"linf": [0.03]}, "steps": 2, "restarts": 1, "samples": 100},
+        "membership": {"reference_models": 4, "shadow": {"epochs": 2}, "bootstrap": 100},
+        "inversion": {"steps": 20},
+        "privacy_audit": {"k": 8, "recipe": {"layers": "last"}},
+    }
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return privacy_models(tmp_path_factory)
+
+
+@pytest.fixture
+def budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(BUDGET))
+    monkeypatch.setenv("MODELGATE_PARAMS_FILE", str(params))
+
+
+def _request(models: dict[str, Path], candidate: str, name: str, digest: str | None = None) -> IntakeRequest:
+    reference = models["reference"]
+    return IntakeRequest(
+        source=str(models[candidate]),
+        name=name,
+        version="1.0.0",
+        eval_data="sklearn:digits",
+        reference=str(reference),
+        reference_digest=digest or build_manifest(reference).root_digest,
+        publish=False,
+    )
+
+
+def test_a_privacy_backdoored_candidate_is_rejected_and_explained(
+    prefect_server: str, models: dict[str, Path], budget: None
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from flows.intake import intake
+
+    outcome = intake(_request(models, "poisoned", "privacy-poisoned"))
+    assert outcome.decision == "rejected"
+    assert any(reason.startswith("no-privacy-backdoor") for reason in outcome.reasons), outcome.reasons
+    for stage in ("reference", "membership", "inversion"):
+        assert outcome.stages[stage] == "pass", stage
+    assert outcome.stages["privacy"] == "fail"
+    assert outcome.stages["leakage"] == "skipped"
+    audit = json.loads((Path(outcome.evidence_dir) / "privacy.json").read_text())
+    assert audit["metrics"]["privacy.amplification_ci_low"] > 0.05
+    assert (Path(outcome.evidence_dir) / "privacy" / "roc.csv").is_file()
+    keys = ["privacy-audit-privacy-poisoned", "membership-privacy-poisoned", "inversion-privacy-poisoned"]
+    with get_client(sync_client=True) as client:
+        found = {
+            a.key: str(a.data)
+            for a in client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+        }
+    assert set(found) == set(keys)
+    page = found["privacy-audit-privacy-poisoned"]
+    assert "privacy backdoor suspected" in page and "95% paired bootstrap" in page
+    assert "data:image/png;base64," in page  # the two ROC curves
+    assert found["inversion-privacy-poisoned"].count("data:image/png;base64,") >= 10
+
+
+def test_an_honest_copy_of_the_reference_is_not_flagged(
+    prefect_server: str, models: dict[str, Path], budget: None
+) -> None:
+    from flows.intake import intake
+
+    outcome = intake(_request(models, "honest-copy", "privacy-honest"))
+    assert outcome.stages["privacy"] == "pass" and outcome.stages["forensics"] == "pass"
+    assert not any(r.startswith(("no-privacy-backdoor", "no-weight-traps")) for r in outcome.reasons)
+    audit = json.loads((Path(outcome.evidence_dir) / "privacy.json").read_text())
+    assert audit["metrics"]["privacy.amplification_tpr_at_1pct_fpr"] == 0.0
+
+
+def test_a_reference_that_does_not_match_its_pin_is_refused(
+    prefect_server: str, models: dict[str, Path], budget: None
+) -> None:
+    from flows.intake import intake
+
+    wrong = "sha256:" + "0" * 64
+    outcome = intake(_request(models, "honest-copy", "privacy-wrong-pin", digest=wrong))
+    assert outcome.decision == "rejected"
+    assert any(reason.startswith("reference-verified") for reason in outcome.reasons), outcome.reasons
+    assert outcome.stages["reference"] == "fail"
+    assert outcome.stages["privacy"] == "skipped"
+    reference = json.loads((Path(outcome.evidence_dir) / "reference.json").read_text())
+    assert "does not match the pinned" in reference["reason"]
