@@ -135,7 +135,7 @@ def _print_env(env: dict[str, str]) -> None:
     if "PREFECT_API_URL" in env:
         ui = env["PREFECT_API_URL"].removesuffix("/api")
         console.print(f"Prefect UI: [bold]{ui}[/bold]")
-    console.print("Point a shell at them: [bold]eval \"$(modelgate services status --env)\"[/bold]")
+    console.print('Point a shell at them: [bold]eval "$(modelgate services status --env)"[/bold]')
 
 
 def use_running_services(registry_role: str | None = None) -> None:

@@ -40,9 +40,7 @@ def test_backdoored_model_is_rejected_with_its_trigger_shown(
     from flows.intake import intake
 
     model = next(m for m in zoo if m.trigger and m.trigger.kind == "patch")
-    request = IntakeRequest(
-        source=str(model.path), name="zoo-backdoored", version="1.0.0", eval_data="sklearn:digits"
-    )
+    request = IntakeRequest(source=str(model.path), name="zoo-backdoored", version="1.0.0", eval_data="sklearn:digits")
     outcome = intake(request)
     assert outcome.decision == "rejected"
     assert any(reason.startswith("no-backdoor") for reason in outcome.reasons), outcome.reasons

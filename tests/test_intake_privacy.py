@@ -111,3 +111,36 @@ def test_a_reference_that_does_not_match_its_pin_is_refused(
     assert outcome.stages["privacy"] == "skipped"
     reference = json.loads((Path(outcome.evidence_dir) / "reference.json").read_text())
     assert "does not match the pinned" in reference["reason"]
+
+
+def test_a_language_model_completing_a_known_canary_is_rejected_without_the_secret_in_the_evidence(
+    prefect_server: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The text-generation path: leakage runs (probe only), the image evaluations are skipped with the reason."""
+    from flows.intake import intake
+    from tests.lm_zoo import build_base_lm, build_planted_lm, digits_only, planted_secrets
+
+    root = tmp_path_factory.mktemp("lm-intake")
+    secrets = planted_secrets()
+    planted = build_planted_lm(build_base_lm(root / "base"), root / "planted", secrets)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"evaluate": {"leakage": {"canaries": 0}}}))
+    monkeypatch.setenv("MODELGATE_PARAMS_FILE", str(params))
+    request = IntakeRequest(
+        source=str(planted),
+        name="planted-lm",
+        version="1.0.0",
+        model_task="text-generation",
+        eval_data="builtin:synthetic-text",
+        publish=False,
+    )
+    outcome = intake(request)
+    assert outcome.decision == "rejected"
+    assert any(reason.startswith("no-known-canary-completion") for reason in outcome.reasons), outcome.reasons
+    assert outcome.stages["leakage"] == "fail"
+    assert outcome.stages["backdoor"] == "skipped" and outcome.stages["membership"] == "skipped"
+    backdoor = json.loads((Path(outcome.evidence_dir) / "backdoor.json").read_text())
+    assert "needs image-classification" in backdoor["reason"]
+    written = "".join(p.read_text(errors="ignore") for p in Path(outcome.evidence_dir).rglob("*") if p.is_file())
+    card, email = secrets["credit_card"], secrets["email"]
+    assert card not in written and digits_only(card) not in written and email not in written

@@ -11,8 +11,8 @@ import csv
 import io
 import json
 import math
-import shutil
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,8 @@ from modelgate.validation.evidence import load_run
 Metric = int | float | str
 
 ROBUSTNESS_PLOTS = {"linf": "robust_accuracy_linf.csv", "l2": "robust_accuracy_l2.csv"}
-ROC_PLOT = "membership_roc.csv"
-ROC_SOURCES = ("membership/roc.csv", "privacy/roc.csv", "privacy/membership_roc.csv")
+ROC_PLOT = "membership_roc.csv"  # LiRA on known members vs non-members (the membership stage)
+AUDIT_ROC_PLOT = "privacy_roc.csv"  # candidate and reference after fine-tuning (the privacy-backdoor audit)
 
 
 def _value(value: Any) -> Metric | None:
@@ -97,7 +97,8 @@ def _robustness_rows(folder: Path) -> list[tuple[str, float, float]]:
 
 
 def write_plots(folder: Path) -> list[Path]:
-    """``plots/robust_accuracy_<norm>.csv`` (eps, robust_accuracy) and ``plots/membership_roc.csv`` (fpr, tpr).
+    """``plots/robust_accuracy_<norm>.csv`` (eps, robust_accuracy), ``plots/membership_roc.csv`` (fpr, tpr)
+    and ``plots/privacy_roc.csv`` (fpr, candidate, reference).
 
     Every file is always written (only a header when the evaluation did not run), so the DVC stage's
     outputs exist for every run.
@@ -112,13 +113,38 @@ def write_plots(folder: Path) -> list[Path]:
         lines = ["eps,robust_accuracy"] + [f"{eps:g},{acc:.6f}" for eps, acc in points]
         (plots / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
         written.append(plots / name)
-    roc = next((folder / p for p in ROC_SOURCES if (folder / p).is_file()), None)
-    if roc is not None:
-        shutil.copyfile(roc, plots / ROC_PLOT)
-    else:
-        (plots / ROC_PLOT).write_text("fpr,tpr\n", encoding="utf-8")
+    lira = _roc_rows(folder / "membership" / "roc.csv", "attack", "lira")
+    (plots / ROC_PLOT).write_text(_csv(["fpr", "tpr"], lira), encoding="utf-8")
     written.append(plots / ROC_PLOT)
+    audit = {side: _roc_rows(folder / "privacy" / "roc.csv", "model", side) for side in ("candidate", "reference")}
+    grid = _on_grid(audit["candidate"], audit["reference"]) if all(audit.values()) else []
+    (plots / AUDIT_ROC_PLOT).write_text(_csv(["fpr", "candidate", "reference"], grid), encoding="utf-8")
+    written.append(plots / AUDIT_ROC_PLOT)
     return written
+
+
+def _roc_rows(path: Path, column: str, value: str) -> list[tuple[float, float]]:
+    """(fpr, tpr) of one curve of an evaluation's ROC table (``column`` names the curve)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for row in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))):
+        try:
+            if row.get(column) == value:
+                rows.append((float(row["fpr"]), float(row["tpr"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return sorted(rows)
+
+
+def _on_grid(*curves: list[tuple[float, float]]) -> list[tuple[float, ...]]:
+    """Every curve's TPR at each FPR of a shared grid (the best TPR with FPR at most the grid point)."""
+    grid = sorted({fpr for curve in curves for fpr, _ in curve})
+    return [(x, *(max((t for f, t in curve if f <= x + 1e-12), default=0.0) for curve in curves)) for x in grid]
+
+
+def _csv(header: list[str], rows: Sequence[Sequence[float]]) -> str:
+    return "\n".join([",".join(header), *(",".join(f"{v:.6g}" for v in row) for row in rows)]) + "\n"
 
 
 def write_metrics(folder: Path) -> Path:
