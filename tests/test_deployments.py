@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -156,10 +157,15 @@ def test_fetch_retries_a_transient_error_and_never_caches_an_error(prefect_serve
 def probe_runs(prefect_server: str, examples: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Three intakes: a model, the same bytes at another path, then those bytes changed."""
     from flows.intake import intake
+    from modelgate.demo.build import default_key_path, sign_model
 
     root = tmp_path_factory.mktemp("cache-probe")
     first, same, changed = root / "first", root / "same", root / "changed"
-    shutil.copytree(examples["digits-cnn-signed"], first)
+    # Bytes no other test of the session has taken in (the scan cache is keyed on content): the
+    # plain example with a unique file, signed by the demo publisher so the intake approves it.
+    shutil.copytree(examples["digits-cnn"], first)
+    (first / "PROBE.txt").write_text(f"cache probe {uuid.uuid4()}\n")
+    sign_model(first, default_key_path())
     shutil.copytree(first, same)
     shutil.copytree(first, changed)
     (changed / "NOTES.md").write_text("added after signing\n")
