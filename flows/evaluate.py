@@ -1,12 +1,12 @@
-"""The evaluation subflow: backdoor detection and adversarial robustness of one model, with UI artifacts.
+"""The evaluation subflow: the security and privacy evaluations of one model, with UI artifacts.
 
 Callable from the intake flow (a subflow) or deployable on its own to a ``gpu`` work pool
-(entrypoint ``flows/evaluate.py:evaluate``); its tasks carry the ``gpu`` tag, so a Prefect
-concurrency limit on that tag keeps one evaluation per GPU. Parameters come from the ``evaluate:``
-section of ``params.yaml``. The reverse-engineered triggers are published as a markdown artifact
-(PNG previews inlined as data URIs, so the UI needs no file server) and the norms and robustness
-figures as table artifacts. ``python -m flows.evaluate MODEL_DIR`` runs the same stages without
-Prefect and writes the evidence JSON (what a DVC stage calls).
+(entrypoint ``flows/evaluate.py:evaluate``); a run holds one slot of the ``gpu`` concurrency limit
+(``tag:gpu``) while it evaluates, so the limit keeps one evaluation run per GPU. Parameters come
+from the ``evaluate:`` section of ``params.yaml``. Triggers, inversions and ROC curves are
+published as markdown artifacts (PNGs inlined as data URIs, so the UI needs no file server), the
+norms, robustness and forensics figures as table artifacts. ``python -m flows.evaluate MODEL_DIR``
+runs the same stages without Prefect and writes the evidence JSON (what a DVC stage calls).
 
 Started on its own, the subflow never reads an unscanned folder: ``model_dir`` must carry a load
 record that verifies (the output of the intake's ``load`` stage), or it is scanned and converted
@@ -24,6 +24,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.concurrency.sync import concurrency
 
 from flows.privacy_artifacts import publish_privacy_artifacts
 from modelgate.evidence import StageEvidence, Status, write_evidence
@@ -52,6 +53,7 @@ from tasks.evaluate.stage import (
 from tasks.load import EvaluationRefused, prepare_for_evaluation
 
 IMAGE_TASK, TEXT_TASK = "image-classification", "text-generation"
+GPU_LIMIT = "tag:gpu"  # the limit `modelgate serve` creates (`prefect concurrency-limit create gpu 1`)
 # Every evaluation stage, in the order the subflow runs them; each task runs the ones that apply.
 STAGES = (BACKDOOR, ADVERSARIAL, MEMBERSHIP, PRIVACY, FORENSICS, INVERSION, LEAKAGE)
 APPLIES: dict[str, tuple[str, ...]] = {
@@ -98,11 +100,14 @@ def evaluate(
     except EvaluationRefused as exc:
         logger.error("not evaluated: %s", exc)
         return {**results, **_refused(str(exc), applies)}
-    # Submitted to the flow's task runner: one at a time by default, fanned out with MODELGATE_TASK_RUNNER=dask.
-    futures = {stage: _run(stage, model_dir, reference_dir, eval_data, settings, out_dir) for stage in applies}
-    for stage, future in futures.items():
-        results[stage] = future.result()
-        logger.info("%s: %s %s", stage, results[stage].status.value, results[stage].reason or "")
+    # One slot of the `gpu` limit for the whole subflow (one lease, not one per task): one evaluation
+    # run per GPU. The tasks go to the flow's task runner: one at a time by default, fanned out with
+    # MODELGATE_TASK_RUNNER=dask.
+    with concurrency(GPU_LIMIT, occupy=1, strict=False):
+        futures = {stage: _run(stage, model_dir, reference_dir, eval_data, settings, out_dir) for stage in applies}
+        for stage, future in futures.items():
+            results[stage] = future.result()
+            logger.info("%s: %s %s", stage, results[stage].status.value, results[stage].reason or "")
     try:
         publish_artifacts(results, name)
     except Exception as exc:  # noqa: BLE001 - artifacts are for people; the evidence is already complete

@@ -115,6 +115,41 @@ def test_server_registers_and_validates_the_form_and_the_gpu_limit_is_idempotent
             client.delete_concurrency_limit_by_tag("gpu")  # other tests run evaluations on this server
 
 
+@pytest.mark.services
+def test_an_evaluation_run_holds_one_gpu_slot_and_gives_it_back(
+    prefect_server: str, examples: dict[str, Path], tmp_path: Path
+) -> None:
+    """The subflow takes the `gpu` limit's slot (and releases it), so the limit bounds evaluation runs."""
+    from prefect.client.orchestration import get_client
+
+    import flows.evaluate as evaluate_module
+    from flows.deployments import ensure_gpu_limit
+
+    seen: list[int] = []
+    original = evaluate_module._run
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        with get_client(sync_client=True) as client:
+            seen.append(client.read_global_concurrency_limit_by_name("tag:gpu").active_slots)
+        return original(*args, **kwargs)
+
+    ensure_gpu_limit(1)
+    try:
+        evaluate_module._run = spy
+        results = evaluate_module.evaluate(
+            str(examples["digits-cnn"]), "text-generation", "builtin:synthetic-text", str(tmp_path)
+        )
+        with get_client(sync_client=True) as client:
+            after = client.read_global_concurrency_limit_by_name("tag:gpu").active_slots
+    finally:
+        evaluate_module._run = original
+        with get_client(sync_client=True) as client:
+            client.delete_concurrency_limit_by_tag("gpu")  # other tests run evaluations on this server
+    assert results["leakage"].status.value == "skipped"  # an image model: nothing to probe
+    assert seen == [1, 1, 1], "one slot held while each evaluation is submitted"
+    assert after == 0, "the slot is given back"
+
+
 # --------------------------------------------------------------------------- retries and caching
 
 

@@ -310,8 +310,8 @@ def robustness_rows(evidence: StageEvidence) -> list[dict[str, Any]]:
     ]
 
 
-backdoor_task = task(name="eval-backdoor", task_run_name="eval-backdoor", tags=["gpu"])(backdoor_stage)
-adversarial_task = task(name="eval-adversarial", task_run_name="eval-adversarial", tags=["gpu"])(adversarial_stage)
+backdoor_task = task(name="eval-backdoor", task_run_name="eval-backdoor")(backdoor_stage)
+adversarial_task = task(name="eval-adversarial", task_run_name="eval-adversarial")(adversarial_stage)
 
 __all__ = [
     "DEFAULT_PARAMS",

@@ -459,7 +459,7 @@ def _round(value: float) -> float:
     return round(float(value), 6)
 
 
-leakage_task = task(name="eval-leakage", task_run_name="eval-leakage", tags=["gpu"])(leakage_stage)
+leakage_task = task(name="eval-leakage", task_run_name="eval-leakage")(leakage_stage)
 
 __all__ = [
     "DEFAULT_LEAKAGE_PARAMS",

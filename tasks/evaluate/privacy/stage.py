@@ -48,17 +48,17 @@ def section(settings: Mapping[str, Any], stage: str) -> dict[str, Any]:
     return merged
 
 
-@task(name="eval-membership", task_run_name="eval-membership", tags=["gpu"])
+@task(name="eval-membership", task_run_name="eval-membership")
 def membership_task(model_dir: str, eval_data: str, settings: Mapping[str, Any], out_dir: str) -> StageEvidence:
     return membership_stage(Path(model_dir), eval_data, settings, Path(out_dir))  # reads its own section
 
 
-@task(name="eval-inversion", task_run_name="eval-inversion", tags=["gpu"])
+@task(name="eval-inversion", task_run_name="eval-inversion")
 def inversion_task(model_dir: str, eval_data: str, settings: Mapping[str, Any], out_dir: str) -> StageEvidence:
     return inversion_stage(Path(model_dir), eval_data, settings, Path(out_dir))  # reads its own section
 
 
-@task(name="eval-privacy", task_run_name="eval-privacy", tags=["gpu"])
+@task(name="eval-privacy", task_run_name="eval-privacy")
 def privacy_task(
     model_dir: str, reference_dir: str | None, eval_data: str, settings: Mapping[str, Any], out_dir: str
 ) -> StageEvidence:
@@ -74,7 +74,7 @@ def forensics_task(
     return forensics_stage(Path(model_dir), reference, section(settings, FORENSICS), Path(out_dir))
 
 
-@task(name="eval-leakage", task_run_name="eval-leakage", tags=["gpu"])
+@task(name="eval-leakage", task_run_name="eval-leakage")
 def leakage_task(
     model_dir: str, reference_dir: str | None, eval_data: str, settings: Mapping[str, Any], out_dir: str
 ) -> StageEvidence:
