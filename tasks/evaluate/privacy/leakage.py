@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from prefect import task
 
 from modelgate.evidence import StageEvidence, Status
 from tasks.evaluate.adapters import TEXT_GENERATION, NotEvaluable, describe_model
@@ -459,8 +458,6 @@ def _round(value: float) -> float:
     return round(float(value), 6)
 
 
-leakage_task = task(name="eval-leakage", task_run_name="eval-leakage")(leakage_stage)
-
 __all__ = [
     "DEFAULT_LEAKAGE_PARAMS",
     "ExposureResult",
@@ -470,6 +467,5 @@ __all__ = [
     "fill",
     "known_canary_hashes",
     "leakage_stage",
-    "leakage_task",
     "probe_pii",
 ]

@@ -21,6 +21,7 @@ from tasks.evaluate.privacy.forensics import DEFAULT_FORENSICS_PARAMS, forensics
 from tasks.evaluate.privacy.inversion import DEFAULT_INVERSION_PARAMS, inversion_stage
 from tasks.evaluate.privacy.leakage import DEFAULT_LEAKAGE_PARAMS, leakage_stage
 from tasks.evaluate.privacy.mia import DEFAULT_MEMBERSHIP_PARAMS, membership_stage
+from tasks.evaluate.stage import merge_params
 
 MEMBERSHIP, INVERSION, PRIVACY, FORENSICS, LEAKAGE = "membership", "inversion", "privacy", "forensics", "leakage"
 SECTIONS: dict[str, tuple[str, Mapping[str, Any]]] = {
@@ -35,15 +36,9 @@ SECTIONS: dict[str, tuple[str, Mapping[str, Any]]] = {
 def section(settings: Mapping[str, Any], stage: str) -> dict[str, Any]:
     """The stage's section of the evaluation settings over its defaults (nested dicts merged one level)."""
     name, defaults = SECTIONS[stage]
-    merged: dict[str, Any] = {
-        key: (dict(value) if isinstance(value, Mapping) else value) for key, value in defaults.items()
-    }
-    for key, value in (settings.get(name) or {}).items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    if "device" in defaults and "device" in settings and "device" not in (settings.get(name) or {}):
+    given = settings.get(name) or {}
+    merged = merge_params(given, base=defaults)
+    if "device" in defaults and "device" in settings and "device" not in given:
         merged["device"] = settings["device"]
     return merged
 
