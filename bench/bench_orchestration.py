@@ -137,7 +137,6 @@ async def _server_times(run_id: str, expected_tasks: int) -> tuple[float, float,
 
 
 def _one_run(index: int, examples: dict[str, Path], eval_data: str | None) -> dict[str, Any]:
-    from flows.evaluate import STAGES as EVALUATIONS
     from flows.intake import intake
     from modelgate.request import IntakeRequest
 
@@ -149,8 +148,8 @@ def _one_run(index: int, examples: dict[str, Path], eval_data: str | None) -> di
     outcome = intake(request)
     wall = time.perf_counter() - start
     stages = _stage_seconds(Path(outcome.evidence_dir))
-    # Skipped stages are recorded by the flow without a task run; the evaluations run in a subflow.
-    expected = len([s for s, status in outcome.stages.items() if status != "skipped" and s not in EVALUATIONS])
+    # Skipped stages are recorded by the flow without a task run (or by a task that found nothing to do).
+    expected = len([s for s, status in outcome.stages.items() if status != "skipped"])
     flow_s, task_s, task_count = asyncio.run(_server_times(outcome.run_id, expected))
     stage_sum = sum(stages.values())
     return {
@@ -229,6 +228,9 @@ def main() -> None:
     parser.add_argument("--throughput-runs", type=int, default=8, help="Runs per concurrency level (0: skip).")
     parser.add_argument("--eval-data", default=None, help="Include the evaluations (e.g. sklearn:digits).")
     parser.add_argument("--ledger", choices=("on", "off"), default="on", help="Record runs in the DVC ledger.")
+    parser.add_argument(
+        "--gpu-limit", action="store_true", help="Create the `gpu` concurrency limit first, as `modelgate serve` does."
+    )
     parser.add_argument("--profile", action="store_true", help="Profile one more run and print the top calls.")
     parser.add_argument("--json-out", type=Path, help="Append the JSON line to this file.")
     parser.add_argument("--dir", type=Path, help="Work folder (default: a temporary folder, removed after).")
@@ -245,6 +247,10 @@ def main() -> None:
         else:
             os.environ["MODELGATE_LEDGER"] = "off"
         api_url, server_settings = _start_server()
+        if args.gpu_limit:
+            from flows.deployments import ensure_gpu_limit
+
+            ensure_gpu_limit(1)
         from modelgate.demo.build import build_examples
 
         start = time.perf_counter()
@@ -273,7 +279,8 @@ def main() -> None:
     }
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"\nIntake orchestration, {len(runs)} runs (eval data: {args.eval_data or 'none'}), server {api_url}; "
+        f"\nIntake orchestration, {len(runs)} runs (eval data: {args.eval_data or 'none'}, gpu limit: "
+        f"{'yes' if args.gpu_limit else 'no'}), server {api_url}; "
         f"{os.cpu_count()} CPUs, {platform.machine()}, load average {load}; examples built in {build_s:.0f} s\n"
     )
     print("| per run | median s | p90 s |")
@@ -300,6 +307,7 @@ def main() -> None:
             "load_average": [round(x, 2) for x in os.getloadavg()],
             "eval_data": args.eval_data,
             "ledger": args.ledger,
+            "gpu_limit": args.gpu_limit,
             "import_s": round(import_s, 3),
             "summary": {k: {m: round(v, 3) for m, v in s.items()} for k, s in summary.items()},
             "runs": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in runs],

@@ -19,6 +19,8 @@ import argparse
 import base64
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +105,7 @@ def evaluate(
     # One slot of the `gpu` limit for the whole subflow (one lease, not one per task): one evaluation
     # run per GPU. The tasks go to the flow's task runner: one at a time by default, fanned out with
     # MODELGATE_TASK_RUNNER=dask.
-    with concurrency(GPU_LIMIT, occupy=1, strict=False):
+    with gpu_slot():
         futures = {stage: _run(stage, model_dir, reference_dir, eval_data, settings, out_dir) for stage in applies}
         for stage, future in futures.items():
             results[stage] = future.result()
@@ -113,6 +115,27 @@ def evaluate(
     except Exception as exc:  # noqa: BLE001 - artifacts are for people; the evidence is already complete
         logger.warning("could not publish the evaluation artifacts: %s: %s", type(exc).__name__, exc)
     return {stage: results[stage] for stage in STAGES}
+
+
+@contextmanager
+def gpu_slot() -> Iterator[None]:
+    """Hold one slot of the ``gpu`` limit while evaluating, when the limit exists (``modelgate serve`` makes it).
+
+    Without the limit there is nothing to hold, so no lease is asked for: Prefect's ``strict=False``
+    would skip it too, but only after a lease request (a server write, and a warning in every run's
+    log). Reading the limit first costs one read.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+    except ObjectNotFound:
+        yield
+        return
+    with concurrency(GPU_LIMIT, occupy=1, strict=False):
+        yield
 
 
 def _run(

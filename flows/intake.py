@@ -17,6 +17,7 @@ from typing import Literal
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from pydantic import BaseModel
 
 from flows.artifacts import publish_report
@@ -122,14 +123,17 @@ def _evaluate(
     for stage in EVALUATION_STAGES:
         emit(stage, "running")
     # A persisted subflow result: a retried intake run does not evaluate the same weights again.
-    results = evaluate.with_options(persist_result=True, result_storage=results_dir())(
-        str(eval_model),
-        request.model_task.value,
-        request.eval_data,
-        str(run.folder),
-        model_name=request.name,
-        reference_dir=str(reference_dir) if reference_dir else None,
-    )
+    # No heartbeat thread of its own: the subflow runs in this process, whose intake run already sends
+    # heartbeats, and stopping a second heartbeat thread costs up to a second per run (Prefect joins it).
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        results = evaluate.with_options(persist_result=True, result_storage=results_dir())(
+            str(eval_model),
+            request.model_task.value,
+            request.eval_data,
+            str(run.folder),
+            model_name=request.name,
+            reference_dir=str(reference_dir) if reference_dir else None,
+        )
     refused = reference_evidence.status is Status.FAIL
     for stage in EVALUATION_STAGES:
         evidence = results[stage]

@@ -16,23 +16,7 @@ from click.testing import CliRunner
 from modelgate.request import IntakeRequest, ModelTask
 from modelgate.settings import load_settings
 from tests.conftest import REPO, free_port
-
-
-def _task_states(flow_run_id: str) -> dict[str, list[str]]:
-    """Task run name -> the state names of its runs in that flow run, oldest first."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter
-    from prefect.client.schemas.sorting import TaskRunSort
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id={"any_": [flow_run_id]}), sort=TaskRunSort.EXPECTED_START_TIME_ASC
-        )
-    states: dict[str, list[str]] = {}
-    for run in runs:
-        states.setdefault(run.name, []).append(run.state.name if run.state else "-")
-    return states
-
+from tests.server_records import task_runs, task_states
 
 # --------------------------------------------------------------------------- the deployments and the form
 
@@ -154,10 +138,8 @@ def test_an_evaluation_run_holds_one_gpu_slot_and_gives_it_back(
 
 
 def _run_counts(states: list[Any]) -> list[int]:
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return [client.read_task_run(s.state_details.task_run_id).run_count for s in states]
+    runs = {run.id: run for run in task_runs(str(states[0].state_details.flow_run_id))}
+    return [runs[s.state_details.task_run_id].run_count for s in states]
 
 
 @pytest.mark.services
@@ -213,10 +195,10 @@ def probe_runs(prefect_server: str, examples: dict[str, Path], tmp_path_factory:
 @pytest.mark.services
 def test_same_content_is_not_scanned_twice_but_a_changed_model_is(probe_runs: dict) -> None:
     first, same, changed = probe_runs["first"], probe_runs["same"], probe_runs["changed"]
-    assert _task_states(first.run_id)["scan"] == ["Completed"]
-    assert _task_states(same.run_id)["scan"] == ["Cached"], "same root digest: the scan is reused"
-    assert _task_states(same.run_id)["fetch"] == ["Completed"], "a new run always fetches its source"
-    assert _task_states(changed.run_id)["scan"] == ["Completed"], "changed bytes: scanned again"
+    assert task_states(first.run_id)["scan"] == ["Completed"]
+    assert task_states(same.run_id)["scan"] == ["Cached"], "same root digest: the scan is reused"
+    assert task_states(same.run_id)["fetch"] == ["Completed"], "a new run always fetches its source"
+    assert task_states(changed.run_id)["scan"] == ["Completed"], "changed bytes: scanned again"
     assert (same.decision, same.root_digest) == (first.decision, first.root_digest) == ("approved", first.root_digest)
     reused = json.loads((Path(same.evidence_dir) / "scan.json").read_text())
     assert reused["details"]["root"] == same.model_dir, "the reused report names this run's folder"
@@ -269,4 +251,4 @@ def test_a_retried_run_resumes_without_fetching_again(
     flaky = module.intake.with_options(retries=1, retry_delay_seconds=0)
     outcome = flaky(IntakeRequest(source=str(examples["digits-cnn-signed"]), name="resume-probe", version="1.0.0"))
     assert crashes == [1] and outcome.decision == "approved"
-    assert _task_states(outcome.run_id)["fetch"] == ["Completed", "Cached"], "the retry reused the finished fetch"
+    assert task_states(outcome.run_id)["fetch"] == ["Completed", "Cached"], "the retry reused the finished fetch"

@@ -55,19 +55,43 @@ def test_backdoored_model_is_rejected_with_its_trigger_shown(
     assert artifacts and "data:image/png;base64," in str(artifacts[0].data)
 
 
-def test_clean_signed_model_passes_the_evaluations(
-    prefect_server: str, examples: dict[str, Path], small_budget: None
+def test_clean_signed_model_passes_and_a_retry_does_not_evaluate_again(
+    prefect_server: str, examples: dict[str, Path], small_budget: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from flows.intake import intake
+    """A run that dies after its evaluations reuses the evaluation subflow's result when it is retried."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
+    import flows.intake as module
+    from tests.server_records import task_states
+
+    crashes: list[int] = []
+    gate_task = module.gate_task
+
+    def crash_once(*args: object, **kwargs: object) -> object:
+        if not crashes:
+            crashes.append(1)
+            raise RuntimeError("the worker died after the evaluations (simulated)")
+        return gate_task(*args, **kwargs)
+
+    monkeypatch.setattr(module, "gate_task", crash_once)
     request = IntakeRequest(
         source=str(examples["digits-cnn-signed"]), name="clean-cnn", version="1.0.0", eval_data="sklearn:digits"
     )
-    outcome = intake(request)
+    outcome = module.intake.with_options(retries=1, retry_delay_seconds=0)(request)
+    assert crashes == [1]
     assert outcome.decision == "approved", outcome.reasons
     assert outcome.stages["backdoor"] == "pass"
     assert outcome.stages["adversarial"] == "pass"
     assert not any("evaluations-ran" in w for w in outcome.warnings)
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[outcome.run_id]))
+        )
+    assert [run.state_name for run in children] == ["Completed"], "one evaluation subflow run, not run again"
+    states = task_states(str(children[0].id))
+    for task in ("eval-backdoor", "eval-adversarial", "eval-membership"):
+        assert states[task] == ["Completed"], (task, states.get(task))
 
 
 def test_unsafe_model_is_never_loaded(prefect_server: str, tmp_path: Path) -> None:

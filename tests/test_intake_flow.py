@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelgate.request import IntakeRequest
+from tests.server_records import task_runs
 
 pytestmark = pytest.mark.services
 
@@ -84,15 +85,9 @@ def test_run_is_recorded_on_the_prefect_server(intake, examples: dict[str, Path]
 
     outcome = intake(IntakeRequest(source=str(examples["digits-cnn-signed"]), name="digits-cnn", version="1.1.0"))
 
-    async def read() -> tuple[str, list[str]]:
-        async with get_client() as client:
-            run = await client.read_flow_run(outcome.run_id)
-            tasks = await client.read_task_runs()
-            return run.state_name, sorted({t.name for t in tasks if t.flow_run_id == run.id})
-
-    import asyncio
-
-    state, tasks = asyncio.run(read())
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(outcome.run_id).state_name
+    tasks = {run.name for run in task_runs(outcome.run_id)}
     assert state == "Completed"
     assert {"fetch", "manifest", "signature", "provenance", "gate"} <= set(tasks)
 
