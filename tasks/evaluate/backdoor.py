@@ -7,7 +7,9 @@ R = seeds x labels rows are optimized together: one forward/backward pass of ``R
 per step instead of R separate loops, each row with its own Adam moments and its own copy of the
 paper's adaptive cost schedule (cost up/down counters, patience, early stopping). A row that stops
 early leaves the batch, so the batched run does exactly the work of the per-label schedule
-(``neural_cleanse_per_label``, kept as the reference for the benchmark) in far fewer passes.
+(``neural_cleanse_per_label``, kept as the reference for the benchmark) in far fewer passes. That
+saves each pass's fixed cost (kernel launches on a GPU); on a CPU, where a small model's own
+forward/backward per image is the whole cost, both take about the same time (docs/benchmarks.md).
 
 The verdict is the MAD anomaly index of the smallest mean L1 norm (consistency constant 1.4826),
 flagged above the threshold (2 in the paper) only for a label below the median.
