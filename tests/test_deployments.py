@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from modelgate.request import IntakeRequest, ModelTask
 from modelgate.settings import load_settings
 from tests.conftest import REPO, free_port
+from tests.faults import crash_once
 from tests.server_records import task_runs, task_states
 
 # --------------------------------------------------------------------------- the deployments and the form
@@ -238,16 +239,7 @@ def test_a_retried_run_resumes_without_fetching_again(
 ) -> None:
     import flows.intake as module
 
-    crashes: list[int] = []
-    manifest_task = module.manifest_task
-
-    def crash_once(*args: Any, **kwargs: Any) -> Any:
-        if not crashes:
-            crashes.append(1)
-            raise RuntimeError("the worker died (simulated)")
-        return manifest_task(*args, **kwargs)
-
-    monkeypatch.setattr(module, "manifest_task", crash_once)
+    crashes = crash_once(monkeypatch, module, "manifest_task", "the worker died (simulated)")
     flaky = module.intake.with_options(retries=1, retry_delay_seconds=0)
     outcome = flaky(IntakeRequest(source=str(examples["digits-cnn-signed"]), name="resume-probe", version="1.0.0"))
     assert crashes == [1] and outcome.decision == "approved"

@@ -63,18 +63,10 @@ def test_clean_signed_model_passes_and_a_retry_does_not_evaluate_again(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     import flows.intake as module
+    from tests.faults import crash_once
     from tests.server_records import task_states
 
-    crashes: list[int] = []
-    gate_task = module.gate_task
-
-    def crash_once(*args: object, **kwargs: object) -> object:
-        if not crashes:
-            crashes.append(1)
-            raise RuntimeError("the worker died after the evaluations (simulated)")
-        return gate_task(*args, **kwargs)
-
-    monkeypatch.setattr(module, "gate_task", crash_once)
+    crashes = crash_once(monkeypatch, module, "gate_task", "the worker died after the evaluations (simulated)")
     request = IntakeRequest(
         source=str(examples["digits-cnn-signed"]), name="clean-cnn", version="1.0.0", eval_data="sklearn:digits"
     )
