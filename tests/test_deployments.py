@@ -135,6 +135,22 @@ def test_an_evaluation_run_holds_one_gpu_slot_and_gives_it_back(
     assert after == 0, "the slot is given back"
 
 
+@pytest.mark.services
+def test_without_a_gpu_limit_no_lease_is_asked_for(
+    prefect_server: str, examples: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No limit, nothing to hold: the evaluations run without a lease request (a write on the server)."""
+    import flows.evaluate as evaluate_module
+
+    leases: list[str] = []
+    monkeypatch.setattr(evaluate_module, "concurrency", lambda name, **kwargs: leases.append(name))
+    results = evaluate_module.evaluate(
+        str(examples["digits-cnn"]), "text-generation", "builtin:synthetic-text", str(tmp_path)
+    )
+    assert results["forensics"].status.value == "skipped"  # no reference: the stage ran and said so
+    assert leases == []
+
+
 # --------------------------------------------------------------------------- retries and caching
 
 
