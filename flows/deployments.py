@@ -15,11 +15,10 @@ that the ``prefect.yaml`` + ``prefect worker start`` path uses.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, cast
 
 from modelgate import __version__
-from modelgate.settings import Settings, load_settings
+from modelgate.settings import Settings, load_settings, positive_int
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -85,25 +84,12 @@ def build_deployments(settings: Settings | None = None) -> list[RunnerDeployment
     return cast("list[RunnerDeployment]", built)
 
 
-def _positive_env(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{name}={raw!r}: expected a whole number of at least 1")
-    return value
-
-
 def gpu_slots() -> int:
-    return _positive_env(GPU_SLOTS_ENV, 1)
+    return positive_int(GPU_SLOTS_ENV, 1)
 
 
 def serve_limit() -> int:
-    return _positive_env(SERVE_LIMIT_ENV, 4)
+    return positive_int(SERVE_LIMIT_ENV, 4)
 
 
 def ensure_gpu_limit(slots: int | None = None) -> int:

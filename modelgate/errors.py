@@ -21,3 +21,7 @@ class SignatureError(ModelgateError):
 
 class ServiceError(ModelgateError):
     """An embedded service could not be started, stopped or reached."""
+
+
+class SettingError(ModelgateError):
+    """An environment setting has a value modelgate cannot use; the message names it."""

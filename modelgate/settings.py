@@ -7,10 +7,29 @@ code at other folders and servers.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelgate.errors import ModelgateError, SettingError
+
 GiB = 1024**3
+
+
+def positive_int(
+    name: str, default: int, env: Mapping[str, str] | None = None, error: type[ModelgateError] = SettingError
+) -> int:
+    """A count from the environment (``default`` when unset): a whole number of at least 1, else ``error``."""
+    raw = (os.environ if env is None else env).get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise error(f"{name}={raw!r}: expected a whole number of at least 1")
+    return value
 
 
 def _project_root() -> Path:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelgate.errors import ModelgateError
+from modelgate.settings import positive_int
 
 ENV = "MODELGATE_TASK_RUNNER"
 WORKERS_ENV = "MODELGATE_TASK_RUNNER_WORKERS"
@@ -37,17 +38,6 @@ def runner_name(env: Mapping[str, str] | None = None) -> str:
     return name
 
 
-def _workers(env: Mapping[str, str], default: int) -> int:
-    raw = env.get(WORKERS_ENV) or str(default)
-    try:
-        workers = int(raw)
-    except ValueError:
-        workers = 0
-    if workers < 1:
-        raise TaskRunnerError(f"{WORKERS_ENV}={raw!r}: a whole number of at least 1")
-    return workers
-
-
 def evaluation_task_runner(env: Mapping[str, str] | None = None) -> Any:
     """A Prefect task runner for the evaluation subflow (typed ``Any``: prefect-dask is optional)."""
     env = env if env is not None else os.environ
@@ -55,7 +45,7 @@ def evaluation_task_runner(env: Mapping[str, str] | None = None) -> Any:
     if name == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner(max_workers=_workers(env, 1))
+        return ThreadPoolTaskRunner(max_workers=positive_int(WORKERS_ENV, 1, env, TaskRunnerError))
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError as exc:
@@ -64,7 +54,7 @@ def evaluation_task_runner(env: Mapping[str, str] | None = None) -> Any:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(
         cluster_kwargs={
-            "n_workers": _workers(env, 2),
+            "n_workers": positive_int(WORKERS_ENV, 2, env, TaskRunnerError),
             "threads_per_worker": 1,
             "processes": True,
             "dashboard_address": None,

@@ -260,3 +260,16 @@ def test_a_retried_run_resumes_without_fetching_again(
     outcome = flaky(IntakeRequest(source=str(examples["digits-cnn-signed"]), name="resume-probe", version="1.0.0"))
     assert crashes == [1] and outcome.decision == "approved"
     assert task_states(outcome.run_id)["fetch"] == ["Completed", "Cached"], "the retry reused the finished fetch"
+
+
+def test_a_bad_count_in_the_environment_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.deployments import gpu_slots
+    from modelgate.errors import SettingError
+
+    assert gpu_slots() == 1
+    monkeypatch.setenv("MODELGATE_GPU_SLOTS", "3")
+    assert gpu_slots() == 3
+    for bad in ("two", "0"):
+        monkeypatch.setenv("MODELGATE_GPU_SLOTS", bad)
+        with pytest.raises(SettingError, match=f"MODELGATE_GPU_SLOTS='{bad}': expected a whole number of at least 1"):
+            gpu_slots()
