@@ -64,9 +64,13 @@ def test_trailing_bytes_are_recorded_not_blocking() -> None:
     assert [f.rule_id for f in report.findings] == ["pickle.trailing-data"]
 
 
-def test_unresolvable_stack_global_is_dangerous() -> None:
+def test_stack_global_on_a_non_string_is_refused_as_malformed() -> None:
+    # Both CPython unpicklers refuse STACK_GLOBAL on a non-str ("STACK_GLOBAL requires str"):
+    # the stream cannot load, and a stream that cannot be read completely is blocking.
     data = PROTO4 + b"K\x01" + _su("system") + b"\x93" + STOP
-    assert _rules(data)[0][0] == "pickle.unresolved-global"
+    report = scan_bytes(data, "x.pkl")
+    assert [f.rule_id for f in report.findings] == ["pickle.malformed"]
+    assert report.verdict == "unsafe"
 
 
 def test_stack_global_through_memoize_and_long_binget() -> None:
@@ -122,10 +126,15 @@ def test_nested_pickles_stop_at_the_depth_limit() -> None:
     assert any(f.global_name == "os.system" and f.member and f.member.count("pickle@") == 6 for f in deep.findings)
 
 
-def test_op_limit_is_a_limit_finding() -> None:
-    data = PROTO2 + b"N" * 1000 + STOP
+def test_fallback_budget_is_a_limit_finding() -> None:
+    # The C unpickler refuses " 1.5" as a FLOAT, the pure-Python one (joblib) reads it: the rest of
+    # the stream is read by the Python tracer, whose opcode budget is max_pickle_ops.
+    data = PROTO2 + b"F 1.5\n0" + b"N0" * 500 + _call("os", "system", PAYLOAD)
     report = scan_bytes(data, "x.pkl", limits=Limits(max_pickle_ops=100))
     assert [f.rule_id for f in report.findings] == ["pickle.op-limit"]
+    assert report.verdict == "unsafe"
+    full = scan_bytes(data, "x.pkl")
+    assert ("pickle.dangerous-global", "os.system") in [(f.rule_id, f.global_name) for f in full.findings]
 
 
 @pytest.mark.parametrize(

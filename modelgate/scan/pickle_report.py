@@ -13,7 +13,16 @@ def declared(data: Data, pos: int) -> bool:
 
 
 def is_pickle(result: WalkResult, data: Data, pos: int) -> bool:
-    return result.ok or result.calls > 0 or declared(data, pos) or any(i.definite for i in result.issues)
+    """Whether a loader pointed at these bytes would do something: finish the stream, call, or
+    import a module that exists here (importing alone can run code). Text that fails before any
+    of that (``convert these weights``) is not a pickle to anyone."""
+    return (
+        result.ok
+        or result.calls > 0
+        or result.plausible_globals > 0
+        or declared(data, pos)
+        or any(i.definite for i in result.issues)
+    )
 
 
 def report(result: WalkResult, ctx: ScanContext, *, keep_all: bool = True) -> None:
