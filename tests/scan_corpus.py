@@ -934,7 +934,32 @@ def write_checkpoint(path: Path, megabytes: int, *, legacy: bool = False, tensor
     return path
 
 
-GENERATORS: tuple[Callable[[Path], list[Sample]], ...] = (_malicious, _benign)
+def _reader_differential(out: Path) -> list[Sample]:
+    """Pickles that a re-implemented parser reads differently from the loaders (issue 13, class 1);
+    tests/test_scan_pickle_differential.py proves each one live."""
+    from tests import pickle_attacks as attacks
+
+    samples = []
+    cases: list[tuple[str, bytes, str, str | None]] = [
+        ("frame_crossing_get", attacks.frame_crossing_get(), "pickle.ambiguous-frames", None),
+        ("stop_inside_frame", attacks.stop_inside_frame(), "pickle.ambiguous-frames", None),
+        ("c_int_hex", attacks.c_number_prefix(b"I0x10"), "pickle.dangerous-global", "os.system"),
+        ("c_long_hex", attacks.c_number_prefix(b"L0x10L"), "pickle.dangerous-global", "os.system"),
+        ("python_only_float", attacks.python_only_float(), "pickle.dangerous-global", "os.system"),
+        ("truncated_frame", attacks.truncated_frame(), "pickle.dangerous-global", "os.system"),
+        ("noop_prefix", attacks.long_noop_prefix(200_000), "pickle.dangerous-global", "os.system"),
+    ]
+    for technique, data, rule, global_name in cases:
+        path = _write(out, technique, "model.pkl", data)
+        samples.append(Sample(path, technique, "unsafe", rule=rule, global_name=global_name, tags=("differential",)))
+    zipped = _write(out, "torch_zip_frame_crossing", "model.pt", attacks.torch_zip(attacks.frame_crossing_get()))
+    samples.append(
+        Sample(zipped, "torch_zip_frame_crossing", "unsafe", rule="pickle.ambiguous-frames", member="data.pkl")
+    )
+    return samples
+
+
+GENERATORS: tuple[Callable[[Path], list[Sample]], ...] = (_malicious, _reader_differential, _benign)
 
 
 def build_corpus(out_dir: Path) -> list[Sample]:

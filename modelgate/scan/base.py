@@ -23,8 +23,10 @@ class Limits:
     max_total_bytes: int = 256 * 1024**3  # uncompressed bytes of one archive
     max_compression_ratio: float = 200.0  # above 1 MiB uncompressed
     max_header_bytes: int = 100 * 1024**2  # safetensors / GGUF / JSON config headers
-    max_pickle_ops: int = 50_000_000
-    max_data_probe_ops: int = 1_000_000  # pickle opcodes tried on raw tensor data before calling it data
+    # The C unpickler reads a pickle in linear time, unbounded. Only where it refuses a stream does the
+    # pure-Python unpickler read on (a blocking finding either way); these cap that slower reading.
+    max_pickle_ops: int = 2_000_000
+    max_data_probe_ops: int = 1_000_000  # the same, on raw tensor bytes inside a checkpoint
     verify_storage_crc: bool = False  # CRC-32 of stored tensor-storage members (not a security check: costs I/O)
 
 

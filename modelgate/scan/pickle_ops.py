@@ -17,6 +17,7 @@ tracer's events (which global, call, BUILD or persistent id came from where).
 from __future__ import annotations
 
 import re
+import struct
 from dataclasses import dataclass, field
 
 Data = bytes | memoryview
@@ -35,6 +36,7 @@ _COUNTED = -3  # a little-endian length, then that many bytes
 _FRAME = -4
 _STOP = -5
 _EVENT = -6  # a zero-argument opcode that is also an event (only in the event table)
+_COUNTED1 = -7  # COUNTED with a 1-byte length (the common short strings and bytes)
 
 # Bytes of the fixed argument of every opcode (protocols 0-5, as in Lib/pickletools.py).
 _FIXED_ARGS: dict[bytes, int] = {
@@ -54,6 +56,11 @@ _COUNTED_ARGS: dict[int, tuple[int, bool]] = {
     0x8B: (4, True),
 }  # fmt: skip
 _EVENT_OPS = GLOBAL_OPS | CALL_OPS | BUILD_OPS | PERSID_OPS
+_LENGTHS = {
+    op: struct.Struct({(4, True): "<i", (4, False): "<I", (8, False): "<Q"}[spec]).unpack_from
+    for op, spec in _COUNTED_ARGS.items()
+    if spec[0] > 1
+}
 
 
 def _table(events: bool) -> list[int]:
@@ -64,8 +71,8 @@ def _table(events: bool) -> list[int]:
         table[byte] = _LINE1
     for byte in _TWO_LINE_ARGS:
         table[byte] = _LINE2
-    for code in _COUNTED_ARGS:
-        table[code] = _COUNTED
+    for code, (width, _signed) in _COUNTED_ARGS.items():
+        table[code] = _COUNTED1 if width == 1 else _COUNTED
     table[0x95] = _FRAME
     table[ord(".")] = _STOP
     if events:
@@ -134,6 +141,9 @@ def index(data: Data, start: int = 0, *, events: bool = False, skips: dict[int, 
             if kind >= 0:
                 pos += 1 + kind
                 continue
+            if kind == _COUNTED1:  # a length byte past a frame's end shows as a crossing just below
+                pos += 2 + data[pos + 1]
+                continue
             if kind == _EVENT:
                 seen.setdefault(op, []).append(pos)
                 pos += 1
@@ -141,10 +151,10 @@ def index(data: Data, start: int = 0, *, events: bool = False, skips: dict[int, 
                     pos = skips[pos]
                 continue
             if kind == _COUNTED:
-                width, signed = _COUNTED_ARGS[op]
+                width = _COUNTED_ARGS[op][0]
                 if pos + 1 + width > limit:
                     return _cross_or_truncate(result, pos, frame_end, ops)
-                length = int.from_bytes(data[pos + 1 : pos + 1 + width], "little", signed=signed)
+                length = _LENGTHS[op](data, pos + 1)[0]
                 if length < 0:
                     return _fail(result, f"negative length at opcode 0x{op:02x}", pos, ops)
                 pos += 1 + width + length

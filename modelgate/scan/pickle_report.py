@@ -47,8 +47,8 @@ def report(result: WalkResult, ctx: ScanContext, *, keep_all: bool = True) -> No
 
 
 def malformed(result: WalkResult, ctx: ScanContext) -> None:
-    if result.limit_hit:
-        return
+    if result.limit_hit or any(i.rule_id == "pickle.ambiguous-frames" for i in result.issues):
+        return  # already a blocking finding that says why
     ctx.add(
         "pickle.malformed",
         Category.MALFORMED,

@@ -37,7 +37,7 @@ def walk(data: Data, start: int = 0, *, max_ops: int = 2_000_000) -> WalkResult:
     the stream (the C run is linear and unbounded).
     """
     result = trace(data, start, python_budget=max_ops)
-    framed = result.ok and _FRAME_BYTE.search(data, start, result.end) is not None
+    framed = result.ok and _may_hold_a_frame(data, start, result.end)
     if not (framed or result.issues or result.nested or result.skips or not result.ok):
         return result
     index = pickle_ops.index(data, start, events=bool(result.issues), skips=result.skips)
@@ -52,6 +52,18 @@ def walk(data: Data, start: int = 0, *, max_ops: int = 2_000_000) -> WalkResult:
     elif not index.ok or index.end != result.end:
         _ambiguous(result, f"opcode boundaries do not match the unpickler's reading ({index.error})", index.end)
     return result
+
+
+def _may_hold_a_frame(data: Data, start: int, end: int) -> bool:
+    """Whether a FRAME opcode can sit in ``[start, end)``: a 0x95 byte whose 8-byte length fits in
+    the data (a stream the C unpickler finished has no frame running past the data). Raw
+    numbers rarely pass, so most unframed streams (protocols 0-3) skip the opcode index."""
+    size = len(data)
+    for match in _FRAME_BYTE.finditer(data, start, end):
+        at = match.start()
+        if at + 9 <= size and at + 9 + int.from_bytes(data[at + 1 : at + 9], "little") <= size:
+            return True
+    return False
 
 
 def _ambiguous(result: WalkResult, why: str, offset: int | None) -> None:
