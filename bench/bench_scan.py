@@ -7,7 +7,11 @@ Three measurements on the same inputs:
 2. throughput (MB/s) on >= 1 GB of benign PyTorch checkpoints (zip and legacy ``torch.save`` state
    dicts, created once under ``--dir`` and reused), page cache warm, median of alternating runs;
 3. per-file latency on ~50 small checkpoints, each tool started once per file (process start
-   included); modelgate is measured both in-process (``scan_path``) and as its CLI.
+   included); modelgate is measured both in-process (``scan_path``) and as its CLI;
+4. start-up: ``modelgate scan FILE`` (table and ``--json``) against ``picklescan -p FILE`` on the
+   same tiny files (a pickle, a safetensors file), alternating, median of ``--startup-repeats``
+   runs, with the ratio; each venv's bare ``python -c pass`` is the floor. ``--startup`` runs only
+   this part (no torch needed, about a minute).
 
 The peers run through their CLIs from their own virtualenv (``bench/setup_peers_scan.sh``) with
 telemetry off. fickling's CLI reads a local file only as stacked pickles (a zip checkpoint is a
@@ -15,6 +19,7 @@ parse error), so it is called through the two functions its own CLI uses for hub
 ``fickling.scan_zip_archive`` for zips and ``fickling.scan_file`` otherwise, in a ``python -c``.
 
     python bench/bench_scan.py [--dir /tmp/modelgate-bench-scan] [--size-gb 1.1] [--repeats 3]
+    python bench/bench_scan.py --startup [--startup-repeats 20]
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import platform
 import re
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -397,6 +404,94 @@ def latency(runner: Runner, files: list[Path], tools: list[str]) -> dict[str, An
     }
 
 
+def build_tiny_files(folder: Path) -> list[Path]:
+    """A tiny benign pickle and a tiny safetensors file: what start-up costs, not the scan itself."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pickled = folder / "tiny.pkl"
+    pickled.write_bytes(pickle.dumps({"weight": [0.5, -1.25, 2.0], "step": 3}, protocol=4))
+    header = json.dumps({"weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}).encode()
+    header += b" " * (-len(header) % 8)
+    tensors = folder / "tiny.safetensors"
+    tensors.write_bytes(struct.pack("<Q", len(header)) + header + struct.pack("<4f", 1.0, 2.0, 3.0, 4.0))
+    return [pickled, tensors]
+
+
+def startup_commands(runner: Runner, path: Path) -> dict[str, list[str]]:
+    """The start-up contenders on one file, each a fresh process; the bare interpreters are the floor."""
+    modelgate = str(REPO / ".venv/bin/modelgate")
+    return {
+        "modelgate scan": [modelgate, "scan", str(path)],
+        "modelgate scan --json": [modelgate, "scan", str(path), "--json"],
+        "picklescan -p": [str(runner.bin / "picklescan"), "-p", str(path)],
+        "python -c pass (modelgate venv)": [str(REPO / ".venv/bin/python"), "-c", "pass"],
+        "python -c pass (peers venv)": [str(runner.bin / "python"), "-c", "pass"],
+    }
+
+
+def startup(runner: Runner, files: list[Path], repeats: int) -> dict[str, Any]:
+    """Median wall time per command and file, runs alternating between the tools so drift hits both."""
+    seconds: dict[str, dict[str, list[float]]] = {}
+    exits: dict[str, dict[str, int | None]] = {}
+    for path in files:
+        commands = startup_commands(runner, path)
+        for cmd in commands.values():  # untimed warm-up: page cache, .pyc files
+            runner._run(cmd, runner.env)
+        seconds[path.name] = {name: [] for name in commands}
+        exits[path.name] = {}
+        for _ in range(repeats):
+            for name, cmd in commands.items():
+                code, _out, _err, took = runner._run(cmd, runner.env if "picklescan" in name else runner.mg_env)
+                seconds[path.name][name].append(took)
+                exits[path.name][name] = code
+    median = {f: {n: statistics.median(v) for n, v in per.items()} for f, per in seconds.items()}
+    ratio = {
+        f: {
+            "modelgate scan": per["modelgate scan"] / per["picklescan -p"],
+            "modelgate scan --json": per["modelgate scan --json"] / per["picklescan -p"],
+        }
+        for f, per in median.items()
+    }
+    return {
+        "repeats": repeats,
+        "median_s": median,
+        "min_s": {f: {n: min(v) for n, v in per.items()} for f, per in seconds.items()},
+        "exit": exits,
+        "ratio_to_picklescan": ratio,
+    }
+
+
+def startup_table(st: dict[str, Any]) -> list[str]:
+    out = [
+        "",
+        f"### Start-up: one tiny file per process, median of {st['repeats']} alternating runs",
+        "",
+        "| file | command | median ms | min ms | exit | x picklescan |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for file, per in st["median_s"].items():
+        for name, median in per.items():
+            ratio = st["ratio_to_picklescan"][file].get(name)
+            cell = f"{ratio:.2f}" if ratio is not None else ""
+            out.append(
+                f"| {file} | `{name}` | {median * 1000:.0f} | {st['min_s'][file][name] * 1000:.0f} "
+                f"| {st['exit'][file][name]} | {cell} |"
+            )
+    return out
+
+
+def startup_goal(st: dict[str, Any]) -> tuple[str, bool, str]:
+    """``modelgate scan FILE`` answers within picklescan's time on every tiny file, and says safe."""
+    ratios = {f: r["modelgate scan"] for f, r in st["ratio_to_picklescan"].items()}
+    exits_ok = all(e["modelgate scan"] == 0 and e["picklescan -p"] == 0 for e in st["exit"].values())
+    met = exits_ok and all(r <= 1.0 for r in ratios.values())
+    median = st["median_s"]
+    why = ", ".join(
+        f"{f}: {median[f]['modelgate scan'] * 1000:.0f} ms vs {median[f]['picklescan -p'] * 1000:.0f} ms ({r:.2f}x)"
+        for f, r in ratios.items()
+    )
+    return ("starts within picklescan's time", met, why + ("" if exits_ok else "; a run did not exit 0"))
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -480,6 +575,8 @@ def tables(result: dict[str, Any]) -> str:
     for tool in lat["median_s"]:
         verdicts = ", ".join(f"{k} {v}" for k, v in sorted(lat["status"][tool].items()))
         out.append(f"| {tool} | {lat['median_s'][tool] * 1000:.0f} | {lat['p90_s'][tool] * 1000:.0f} | {verdicts} |")
+    if "startup" in result:
+        out += startup_table(result["startup"])
     out += ["", "### Goals", ""]
     out += [f"- {name}: **{'met' if ok else 'NOT met'}** ({why})" for name, ok, why in result["goals"]]
     return "\n".join(out)
@@ -521,6 +618,8 @@ def goals(result: dict[str, Any]) -> list[tuple[str, bool, str]]:
                 f"(in-process {lat['median_s']['modelgate'] * 1000:.1f} ms)",
             )
         )
+    if "startup" in result:
+        out.append(startup_goal(result["startup"]))
     return out
 
 
@@ -573,6 +672,8 @@ def main() -> int:
     parser.add_argument("--skip", default="", help="Comma-separated tools to leave out.")
     parser.add_argument("--json-out", type=Path, help="Append the JSON result line to this file.")
     parser.add_argument("--markdown-out", type=Path, help="Write the markdown tables to this file.")
+    parser.add_argument("--startup", action="store_true", help="Only the start-up comparison with picklescan.")
+    parser.add_argument("--startup-repeats", type=int, default=20, help="Timed runs per command and tiny file.")
     args = parser.parse_args()
 
     if not (args.peers_venv / "bin/python").exists():
@@ -585,6 +686,8 @@ def main() -> int:
     tools = [t for t in runner.tools() if t not in skip]
     load_before = os.getloadavg()
     started = datetime.now(UTC)
+    if args.startup:
+        return startup_only(args, runner, work, started, load_before)
 
     corpus_dir = work / "corpus"
     print("detection ...", file=sys.stderr)
@@ -595,19 +698,18 @@ def main() -> int:
     print("latency ...", file=sys.stderr)
     small = build_small_files(args.dir, args.small_files)
     lat = latency(runner, small, tools)
+    print("start-up ...", file=sys.stderr)
+    st = startup(runner, build_tiny_files(work / "tiny"), max(1, args.startup_repeats))
 
     result: dict[str, Any] = {
-        "date": started.isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} {platform.machine()} {cpu_name()}",
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": versions(args.peers_venv),
+        **machine_info(started, args.peers_venv),
         "repeats": max(1, args.repeats),
         "detection_tools": [t for t in tools if t not in ("modelgate-cli", "modelgate+sha256")],
         "sha256_per_core_mb_s": round(sha256_per_core() / MB),
         "detection": rows,
         "throughput": tp,
         "latency": lat,
+        "startup": st,
         "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
@@ -617,7 +719,43 @@ def main() -> int:
     )
     result["modelgate_cli_agrees"] = cli_agrees
     result["goals"] = goals(result)
-    markdown = tables(result)
+    emit(result, tables(result), args)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def machine_info(started: datetime, peers_venv: Path) -> dict[str, Any]:
+    return {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {cpu_name()}",
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions(peers_venv),
+    }
+
+
+def startup_only(
+    args: argparse.Namespace, runner: Runner, work: Path, started: datetime, load_before: tuple[float, float, float]
+) -> int:
+    """``--startup``: the start-up comparison alone (no torch, no corpus), same output conventions."""
+    print("start-up ...", file=sys.stderr)
+    st = startup(runner, build_tiny_files(work / "tiny"), max(1, args.startup_repeats))
+    result: dict[str, Any] = {
+        **machine_info(started, args.peers_venv),
+        "startup": st,
+        "loadavg_1m_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    goal = startup_goal(st)
+    result["goals"] = [goal]
+    name, ok, why = goal
+    markdown = "\n".join([*startup_table(st), "", f"- {name}: **{'met' if ok else 'NOT met'}** ({why})"])
+    emit(result, markdown.lstrip("\n"), args)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def emit(result: dict[str, Any], markdown: str, args: argparse.Namespace) -> None:
     print(markdown)
     line = json.dumps(result)
     print(line)
@@ -626,8 +764,6 @@ def main() -> int:
             handle.write(line + "\n")
     if args.markdown_out:
         args.markdown_out.write_text(markdown + "\n")
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

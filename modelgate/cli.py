@@ -1,31 +1,46 @@
 """The ``modelgate`` command: a thin layer over the Python API.
 
-Heavy imports (Prefect, torch) happen inside the commands that need them, so
-``modelgate --help`` and the consumer commands stay fast.
+Heavy imports (Prefect, torch, rich) happen inside the commands that need them, so
+``modelgate --help``, ``modelgate scan`` and the consumer commands start fast.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from modelgate import __version__
 from modelgate.errors import ModelgateError
 
-console = Console(stderr=True)
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_APPROVED, EXIT_REJECTED, EXIT_ERROR = 0, 1, 2
 
 
+@functools.cache
+def stderr_console() -> Console:
+    """The shared stderr console, created on first use (rich costs start-up time a scan does not need)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def __getattr__(name: str) -> Any:
+    """``modelgate.cli.console`` keeps working, without importing rich at start-up."""
+    if name == "console":
+        return stderr_console()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> None:
     """Print one clear error line and exit."""
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    stderr_console().print(f"[red]error:[/red] {message}", highlight=False)
     sys.exit(code)
 
 
@@ -97,7 +112,7 @@ def services_up(names: tuple[str, ...]) -> None:
     from modelgate import services as svc
 
     for state in svc.up(list(names) or None):
-        console.print(f"[green]up[/green]  {state.name:8} {state.url}  (pid {state.pid}, log {state.log})")
+        stderr_console().print(f"[green]up[/green]  {state.name:8} {state.url}  (pid {state.pid}, log {state.log})")
     _print_env(svc.client_env())
 
 
@@ -108,13 +123,16 @@ def services_down(names: tuple[str, ...]) -> None:
     from modelgate import services as svc
 
     stopped = svc.down(list(names) or None)
-    console.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    stderr_console().print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
 @services.command("status")
 @click.option("--env", "as_env", is_flag=True, help="Print shell exports that point clients at the services.")
 def services_status(as_env: bool) -> None:
     """Show which services run, where, and their logs."""
+    from rich.console import Console
+    from rich.table import Table
+
     from modelgate import services as svc
 
     if as_env:
@@ -134,8 +152,8 @@ def services_status(as_env: bool) -> None:
 def _print_env(env: dict[str, str]) -> None:
     if "PREFECT_API_URL" in env:
         ui = env["PREFECT_API_URL"].removesuffix("/api")
-        console.print(f"Prefect UI: [bold]{ui}[/bold]")
-    console.print('Point a shell at them: [bold]eval "$(modelgate services status --env)"[/bold]')
+        stderr_console().print(f"Prefect UI: [bold]{ui}[/bold]")
+    stderr_console().print('Point a shell at them: [bold]eval "$(modelgate services status --env)"[/bold]')
 
 
 def use_running_services(registry_role: str | None = None) -> None:

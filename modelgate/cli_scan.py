@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from modelgate.scan import ScanError, ScanReport, scan_path
-from modelgate.scan.findings import BLOCKING
-from modelgate.scan.sarif import to_sarif
-from modelgate.scan.stage import location, ordered
+from modelgate.scan.driver import ScanError, scan_path
+from modelgate.scan.findings import BLOCKING, ScanReport
+from modelgate.scan.listing import location, ordered
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_SAFE, EXIT_UNSAFE, EXIT_ERROR = 0, 1, 2
 MAX_TABLE_FINDINGS = 50
@@ -34,6 +35,8 @@ def _human_size(size: int) -> str:
 
 
 def _print_table(report: ScanReport, console: Console) -> None:
+    from rich.table import Table
+
     files = Table(title=f"modelgate scan: {report.root}", title_justify="left")
     for column in ("file", "format", "size", "verdict", "findings"):
         files.add_column(column, justify="right" if column in ("size", "findings") else "left")
@@ -78,21 +81,30 @@ def scan_command(path: Path, sarif_path: Path | None, as_json: bool, workers: in
 
     Exit 0 when safe, 1 when unsafe, 2 when the path cannot be scanned.
     """
-    err = Console(stderr=True)
     try:
         report = scan_path(path, workers=workers, digests=digests)
     except ScanError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        sys.exit(EXIT_ERROR)
+        _error(str(exc))
     if sarif_path is not None:
+        from modelgate.scan.sarif import to_sarif
+
         try:
             sarif_path.write_text(json.dumps(to_sarif(report), indent=2))
         except OSError as exc:
-            err.print(f"[red]error:[/red] cannot write SARIF to {sarif_path}: {exc.strerror or exc}", highlight=False)
-            sys.exit(EXIT_ERROR)
+            _error(f"cannot write SARIF to {sarif_path}: {exc.strerror or exc}")
     if as_json:
         payload = {"verdict": report.verdict, "counts": report.counts(), **report.model_dump(mode="json")}
         click.echo(json.dumps(payload, indent=2))
     else:
+        from rich.console import Console
+
         _print_table(report, Console())
     sys.exit(EXIT_SAFE if report.verdict == "safe" else EXIT_UNSAFE)
+
+
+def _error(message: str) -> NoReturn:
+    """One red error line on stderr, exit 2 (rich is imported only on this path and for the table)."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    sys.exit(EXIT_ERROR)

@@ -52,15 +52,7 @@ def frame_crossing_get() -> bytes:
         + u8("OrderedDict") + b"q\x0b" + b"0"
     )  # fmt: skip
     return (
-        PROTO4
-        + frame(memo + b"g1")
-        + b"0\n"
-        + frame(b"g1")
-        + b"1\n"
-        + b"\x93"
-        + u8(PAYLOAD_COMMAND)
-        + b"\x85R"
-        + STOP
+        PROTO4 + frame(memo + b"g1") + b"0\n" + frame(b"g1") + b"1\n" + b"\x93" + u8(PAYLOAD_COMMAND) + b"\x85R" + STOP
     )
 
 
@@ -69,8 +61,14 @@ def frame_crossing_binunicode() -> bytes:
     string "collections", POPs it and pushes "os" (os.system); the BytesIO reader drops the cut
     part, swallows the POP and "os" into an 11-character string and resolves nothing."""
     after_frame = b"ctions" + b"0" + u8("os")  # flat: 6 string bytes, POP, "os"
-    return PROTO4 + frame(b"\x8c\x0b" + b"colle") + after_frame + u8("system") + b"\x93" + u8(PAYLOAD_COMMAND) + (
-        b"\x85R" + STOP
+    return (
+        PROTO4
+        + frame(b"\x8c\x0b" + b"colle")
+        + after_frame
+        + u8("system")
+        + b"\x93"
+        + u8(PAYLOAD_COMMAND)
+        + (b"\x85R" + STOP)
     )
 
 
@@ -152,7 +150,7 @@ def _joblib_float_array(path: Path, count: int) -> tuple[bytes, int, int]:
     joblib.dump(np.arange(count, dtype=np.float64), path)
     data = path.read_bytes()
     skips = walk(data).skips
-    (before, after), = skips.items()
+    ((before, after),) = skips.items()
     return data, before, after
 
 

@@ -93,6 +93,15 @@ class _RecordingPython(pickle._Unpickler):
     def persistent_load(self, pid: object) -> object:
         return _Inert()
 
+    def _bytearray8(self) -> None:  # the stock one zeroes the claimed length before reading
+        (length,) = struct.unpack("<Q", self.read(8))
+        if length > _MAX_PY_OPS_BYTES:
+            raise pickle.UnpicklingError("BYTEARRAY8 longer than the data")
+        self.append(bytearray(self.read(length)))
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BYTEARRAY8[0]] = _bytearray8  # type: ignore[assignment]
+
 
 _MAX_PY_OPS_BYTES = 2_000_000  # the pure-Python oracle is slow: it reads only this much
 
@@ -233,6 +242,7 @@ _SNIPPETS = [
     b"p1_0\n",
     u8("os") + u8("system") + b"\x93",
     b"\x82\x01",
+    b"\x96" + struct.pack("<Q", 20 << 30),  # a BYTEARRAY8 claiming 20 GiB
     b".",
     b"(",
     b"0",

@@ -144,8 +144,11 @@ def test_safetensors_duplicate_keys_and_huge_header() -> None:
     raw = b'{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
     dup = struct.pack("<Q", len(raw)) + raw + b"\x00" * 4
     assert scan_bytes(dup, "m.safetensors").verdict == "unsafe"
-    huge = struct.pack("<Q", 1 << 30) + b'{"a":1}'
-    assert "safetensors.header-limit" in _rules(scan_bytes(huge, "m.safetensors"))
+    huge = struct.pack("<Q", 1 << 30) + b'{"a":1}'  # a length past the end of the file is malformed
+    assert "safetensors.malformed" in _rules(scan_bytes(huge, "m.safetensors"))
+    over_cap = struct.pack("<Q", 7) + b'{"a":1}'  # a header inside the file but over the cap is a limit
+    capped = scan_bytes(over_cap, "m.safetensors", limits=Limits(max_header_bytes=4))
+    assert "safetensors.header-limit" in _rules(capped)
 
 
 def test_gguf_counts_larger_than_the_file() -> None:
@@ -230,7 +233,8 @@ def test_special_files_and_unreadable_paths(tmp_path: Path) -> None:
         scan_path(tmp_path / "nope")
 
 
-def test_unknown_binary_is_recorded_without_a_blocking_finding() -> None:
-    report = scan_bytes(bytes(range(1, 256)) * 10, "blob.bin")
-    assert report.format == "unknown"
-    assert report.verdict == "safe"
+def test_unknown_binary_is_an_unrecognized_blocking_finding() -> None:
+    report = scan_bytes(bytes(range(1, 256)) * 10, "blob.bin")  # issue 13: no scanner reads it, so it fails closed
+    assert report.format == "unrecognized"
+    assert report.verdict == "unsafe"
+    assert [f.rule_id for f in report.findings] == ["content.unrecognized"]

@@ -197,8 +197,8 @@ def test_stage_passes_a_clean_model(benign_dir: Path) -> None:
     assert report.verdict == "safe"
     assert evidence.metrics["scan.verdict"] == "safe"
     assert evidence.metrics["scan.files"] == 2
-    assert evidence.metrics["scan.formats"] == ["safetensors", "text"]
-    for key in ("dangerous", "unknown", "malformed", "limit", "code"):
+    assert evidence.metrics["scan.formats"] == ["json", "safetensors"]
+    for key in ("dangerous", "unknown", "malformed", "limit", "code", "unrecognized"):
         assert evidence.metrics[f"scan.{key}_count"] == 0
     assert evidence.details["files"][0]["verdict"] == "safe"
 

@@ -45,6 +45,9 @@ class ScanContext:
     format: str | None = None  # a format module may refine its NAME here (e.g. 'pytorch-legacy')
     lenient: bool = False  # raw tensor data: only definite findings count, parse failures mean 'just data'
     members: dict[str, str] = field(default_factory=dict)  # member path -> detected format, shared
+    # Files of the scanned folder this file's loader reads as raw tensor bytes (ONNX external data),
+    # relative to root: the driver judges them as such instead of as unrecognized content.
+    references: list[str] = field(default_factory=list)
 
     def add(
         self,

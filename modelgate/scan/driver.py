@@ -11,9 +11,9 @@ import contextlib
 import hashlib
 import mmap
 import os
+import re
 import stat
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from modelgate.errors import ModelgateError
 from modelgate.scan import formats
 from modelgate.scan.base import Limits, ScanContext
 from modelgate.scan.findings import Category, FileReport, Finding, ScanReport, Severity
+from modelgate.scan.formats import inert
 from modelgate.scan.pickle_scan import Data
 
 SCANNER_VERSION = f"modelgate-scan {__version__}"
@@ -38,9 +39,12 @@ def dispatch(data: Data, ctx: ScanContext) -> str:
     """Detect ``data``'s format by content, scan it into ``ctx``, return the format name."""
     if len(data) == 0:
         return _record(ctx, "empty")
-    scanner = formats.detect(bytes(data[: formats.HEAD_BYTES]))
-    if scanner is None:
-        return _record(ctx, "data" if ctx.lenient else _text_or_unknown(data))
+    scanner = formats.detect(bytes(data[: formats.HEAD_BYTES]), data)
+    if scanner is None:  # inert content (JSON, text, images, ...) or a blocking finding: never a silent pass
+        kind = inert.classify_unmatched(data, ctx)
+        if kind in ("json", "text") and not ctx.lenient:
+            _check_config(data, ctx)
+        return _record(ctx, kind)
     if ctx.lenient and scanner.NAME != "pickle":
         return _record(ctx, _lenient(scanner, data, ctx))
     _run(scanner, data, ctx)
@@ -77,15 +81,18 @@ def _definite(finding: Finding) -> bool:
     return finding.category is Category.DANGEROUS and name is not None and not name.startswith("?")
 
 
-def _text_or_unknown(data: Data) -> str:
-    head = bytes(data[: formats.HEAD_BYTES])
-    if b"\x00" in head:
-        return "unknown"
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return "text" if exc.start >= len(head) - 3 else "unknown"
-    return "text"
+# A config can only name code through these bytes: the key itself, a YAML tag (!, %-escaped,
+# python/...), or an escape sequence that spells the key (JSON \u005f, YAML "\x5f").
+_CONFIG_MARKERS = re.compile(rb"target|python|[\\%!]")
+
+
+def _check_config(data: Data, ctx: ScanContext) -> None:
+    """Text and JSON that may be a Hydra-style config naming code (``_target_``) are checked as one."""
+    if _CONFIG_MARKERS.search(data) is None:
+        return
+    from modelgate.scan import config_targets  # PyYAML only for the texts that need it
+
+    config_targets.check_text(str(data, "utf-8", "replace"), ctx)
 
 
 def _record(ctx: ScanContext, fmt: str) -> str:
@@ -125,7 +132,16 @@ def _digest(data: Data) -> str:
 
 
 def _scan_file(root: Path, path: Path, rel: str, limits: Limits, digests: bool) -> FileReport:
+    return _scan_file_refs(root, path, rel, limits, digests)[0]
+
+
+def _scan_file_refs(root: Path, path: Path, rel: str, limits: Limits, digests: bool) -> tuple[FileReport, list[str]]:
+    """The file's report, and the folder files its loader reads as raw tensor bytes."""
     ctx = ScanContext(root=root, file=rel, limits=limits, nested=dispatch)
+    return _scan_into(ctx, path, digests), ctx.references
+
+
+def _scan_into(ctx: ScanContext, path: Path, digests: bool) -> FileReport:
     try:
         info = path.lstat()
     except OSError as exc:
@@ -166,6 +182,16 @@ def _scan_file(root: Path, path: Path, rel: str, limits: Limits, digests: bool) 
     return _report(ctx, fmt, size, sha256)
 
 
+def _judge_external_data(reports: list[FileReport], referenced: set[str]) -> None:
+    """A file an ONNX model of the folder reads as external tensor data is raw numbers to its loader:
+    content no format matched there is ``onnx-external-data``, not unrecognized. Anything that was
+    detected as a format (a pickle, an archive) keeps its own verdict."""
+    for report in reports:
+        if report.path in referenced and report.format == "unrecognized":
+            report.findings = [f for f in report.findings if f.rule_id != inert.RULE_ID]
+            report.format = "onnx-external-data"
+
+
 def _walk(root: Path) -> list[Path]:
     """Every entry under ``root`` that is not a directory, links included (never followed)."""
     found: list[Path] = []
@@ -202,10 +228,14 @@ def scan_path(
     jobs = [(target, target.relative_to(root).as_posix()) for target in targets]
     n_workers = max(1, min(workers or min(8, os.cpu_count() or 2), len(jobs) or 1))
     if n_workers == 1:
-        reports = [_scan_file(root, target, rel, limits, digests) for target, rel in jobs]
+        scanned = [_scan_file_refs(root, target, rel, limits, digests) for target, rel in jobs]
     else:
+        from concurrent.futures import ThreadPoolExecutor  # only here: a one-file scan skips its import
+
         with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="modelgate-scan") as pool:
-            reports = list(pool.map(lambda job: _scan_file(root, job[0], job[1], limits, digests), jobs))
+            scanned = list(pool.map(lambda job: _scan_file_refs(root, job[0], job[1], limits, digests), jobs))
+    reports = [report for report, _refs in scanned]
+    _judge_external_data(reports, {ref for _report, refs in scanned for ref in refs})
     return ScanReport(
         root=str(path),
         files=reports,

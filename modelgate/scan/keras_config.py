@@ -3,49 +3,31 @@
 A Lambda layer carries marshalled Python bytecode; a custom object needs its
 class imported at load time. Both hide at any depth (a Lambda inside a Sequential
 inside a Functional model), so the whole JSON tree is walked. Keras 3 configs name
-each object's ``module``; Keras 2 configs only have ``class_name``, checked
-against the standard Keras classes.
+each object's ``module``: the (module, class_name) pair must be one Keras really
+deserializes as a modeling object (``keras_names``); a name under ``keras.utils``,
+``keras.saving``, ... is dangerous (Keras calls it with config arguments), anything
+else is unknown. Keras 2 configs only have ``class_name``, checked against the
+standard Keras classes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+
+from modelgate.scan import keras_names
+from modelgate.scan.allowlist import Verdict, classify
 from modelgate.scan.base import ScanContext
 from modelgate.scan.findings import Category, Severity
 
 _CODE_CLASSES = frozenset({"Lambda", "__lambda__", "TFOpLambda", "SlicingOpLambda"})
-_KERAS_MODULES = ("keras", "tf_keras", "tensorflow.keras", "tensorflow.python.keras")
+_KERAS_ALIASES = ("tensorflow.python.keras", "tensorflow.keras", "tf_keras", "keras")
+_VOCABULARY_LAYERS = frozenset({"StringLookup", "IntegerLookup", "TextVectorization"})
 _MAX_DEPTH = 256
 _MAX_FINDINGS = 100
-
-
-def _names(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
-
-_STANDARD_CLASSES = _names(
-    """
-    Sequential Functional Model InputLayer Input Dense Activation Dropout Flatten Reshape Permute RepeatVector
-    Masking Embedding EinsumDense Identity SpatialDropout1D SpatialDropout2D SpatialDropout3D GaussianNoise
-    GaussianDropout AlphaDropout ActivityRegularization Conv1D Conv2D Conv3D Conv1DTranspose Conv2DTranspose
-    Conv3DTranspose SeparableConv1D SeparableConv2D DepthwiseConv1D DepthwiseConv2D Convolution1D Convolution2D
-    Convolution3D Cropping1D Cropping2D Cropping3D UpSampling1D UpSampling2D UpSampling3D ZeroPadding1D
-    ZeroPadding2D ZeroPadding3D MaxPooling1D MaxPooling2D MaxPooling3D AveragePooling1D AveragePooling2D
-    AveragePooling3D GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D GlobalAveragePooling1D
-    GlobalAveragePooling2D GlobalAveragePooling3D MaxPool1D MaxPool2D MaxPool3D AvgPool1D AvgPool2D AvgPool3D
-    GlobalMaxPool1D GlobalMaxPool2D GlobalMaxPool3D GlobalAvgPool1D GlobalAvgPool2D GlobalAvgPool3D LSTM GRU
-    SimpleRNN RNN Bidirectional TimeDistributed LSTMCell GRUCell SimpleRNNCell StackedRNNCells ConvLSTM1D
-    ConvLSTM2D ConvLSTM3D CuDNNLSTM CuDNNGRU BatchNormalization LayerNormalization GroupNormalization
-    UnitNormalization Normalization SyncBatchNormalization Add Subtract Multiply Average Maximum Minimum
-    Concatenate Dot Attention AdditiveAttention MultiHeadAttention ReLU LeakyReLU PReLU ELU ThresholdedReLU
-    Softmax Rescaling Resizing CenterCrop RandomFlip RandomRotation RandomZoom RandomTranslation RandomContrast
-    RandomCrop RandomHeight RandomWidth Discretization CategoryEncoding Hashing StringLookup IntegerLookup
-    TextVectorization Zeros Ones Constant RandomNormal RandomUniform TruncatedNormal VarianceScaling Orthogonal
-    GlorotNormal GlorotUniform HeNormal HeUniform LecunNormal LecunUniform L1 L2 L1L2 OrthogonalRegularizer
-    MaxNorm MinMaxNorm NonNeg UnitNorm RadialConstraint SGD Adam AdamW RMSprop Adagrad Adadelta Adamax Nadam
-    Ftrl Lion Adafactor ExponentialDecay PiecewiseConstantDecay PolynomialDecay InverseTimeDecay CosineDecay
-    CosineDecayRestarts Policy DTypePolicy FloatDTypePolicy
-    """
-)
+_PAIRS = keras_names.pairs()
+_BUILTIN_FUNCTIONS = keras_names.builtin_functions()
+_CLASS_NAMES = frozenset(name for _, name in _PAIRS) | keras_names.KERAS2_CLASSES
 
 
 class _Walker:
@@ -80,23 +62,98 @@ class _Walker:
         if cls in _CODE_CLASSES:
             self.add("keras.lambda", Category.CODE, f"{label}: a Lambda layer carries Python code run at load time")
             return
-        module = node.get("module")
-        registered = node.get("registered_name")
-        if self.keras3:
-            if module is not None and not _keras_module(module):
-                self.add("keras.custom-object", Category.UNKNOWN, f"{label} comes from module {module!r}: custom code")
-            elif registered is not None and registered not in (cls, "function") and not _standard(str(registered)):
-                self.add("keras.custom-object", Category.UNKNOWN, f"{label} is registered as custom {registered!r}")
-        elif not _standard(cls):
-            self.add("keras.custom-object", Category.UNKNOWN, f"{label} is not a standard Keras class: custom code")
+        if not self.keras3:
+            if not _standard(cls):
+                self.add("keras.custom-object", Category.UNKNOWN, f"{label} is not a standard Keras class: custom code")
+            return
+        if cls in keras_names.VALUE_CLASSES:
+            return
+        module, registered = node.get("module"), node.get("registered_name")
+        name = node.get("config") if cls == "function" else cls
+        if not isinstance(name, str) or not (module is None or isinstance(module, str)):
+            self.add("keras.custom-object", Category.UNKNOWN, f"{label}: module or name is not a string")
+            return
+        full = f"{module}.{name}"
+        if not _allowed(cls, module, name):
+            if _dangerous(module, name):
+                what = "downloads, reads or writes files, loads code or changes loader settings"
+                self.add("keras.dangerous-object", Category.DANGEROUS, f"{label} names {full!r}, which {what}")
+                self.torch_module(node, path)
+            else:
+                self.add("keras.custom-object", Category.UNKNOWN, f"{label} names {full!r}: not a standard Keras class")
+            return
+        if registered is not None and registered not in (cls, name):
+            self.add("keras.custom-object", Category.UNKNOWN, f"{label} is registered as custom {registered!r}")
+            return
+        self.check_config(cls, node.get("config"), label)
+
+    def check_config(self, cls: str, config: object, label: str) -> None:
+        if cls in _VOCABULARY_LAYERS and isinstance(config, dict) and isinstance(config.get("vocabulary"), str):
+            self.add(
+                "keras.dangerous-object",
+                Category.DANGEROUS,
+                f"{label} reads its vocabulary from the file {config['vocabulary']!r} on the loading machine",
+            )
+
+    def torch_module(self, node: dict[str, object], path: str) -> None:
+        """TorchModuleWrapper carries a torch.load pickle: scan it as a nested member too."""
+        config = node.get("config")
+        blob = config.get("module") if isinstance(config, dict) else None
+        if self.ctx.nested is None:
+            return
+        raw: bytes | None = None
+        if isinstance(blob, dict) and blob.get("class_name") == "__bytes__":  # keras <= 3.8: raw bytes
+            value = blob.get("config", {}).get("value") if isinstance(blob.get("config"), dict) else None
+            raw = value.encode("utf-8") if isinstance(value, str) else None
+        elif isinstance(blob, str):  # keras >= 3.9: base64
+            try:
+                raw = base64.b64decode(blob.encode("ascii"), validate=True)
+            except (binascii.Error, UnicodeEncodeError):
+                raw = None
+        if raw:
+            self.ctx.scan_nested(raw, f"{path}.config.module")
 
 
-def _keras_module(module: object) -> bool:
-    return isinstance(module, str) and any(module == m or module.startswith(m + ".") for m in _KERAS_MODULES)
+def _keras_module(module: str) -> str | None:
+    """``module`` with tf.keras / tf_keras spelled ``keras``; None outside Keras."""
+    for alias in _KERAS_ALIASES:
+        if module == alias or module.startswith(alias + "."):
+            return "keras" + module[len(alias) :]
+    return None
+
+
+def _dangerous(module: str | None, name: str) -> bool:
+    if any(p.startswith("__") and p.endswith("__") for p in f"{module}.{name}".split(".")):
+        return True
+    if module is None:
+        return False
+    keras = _keras_module(module)
+    if keras is None:
+        parts = f"{module}.{name}".split(".")
+        splits = ((".".join(parts[:i]), ".".join(parts[i:])) for i in range(1, len(parts)))
+        return any(classify(mod, rest) is Verdict.DANGEROUS for mod, rest in splits)
+    full = f"{keras}.{name}"
+    public = "keras." + full.removeprefix("keras.src.") if full.startswith("keras.src.") else full
+    return any(
+        candidate == prefix or candidate.startswith(prefix + ".")
+        for candidate in (full, public)
+        for prefix in keras_names.DANGEROUS_PREFIXES
+    )
+
+
+def _allowed(cls: str, module: str | None, name: str) -> bool:
+    if module is None:  # resolved only through the consumer's registered objects: must be a standard name
+        return cls != "function" and _standard(cls)
+    keras = _keras_module(module)
+    if cls == "function":
+        if module == "builtins":
+            return name in _BUILTIN_FUNCTIONS
+        return keras is not None and name in keras_names.FUNCTIONS.get(keras, frozenset())
+    return keras is not None and (keras, name) in _PAIRS
 
 
 def _standard(cls: str) -> bool:
-    return cls.removeprefix("Custom>") in _STANDARD_CLASSES
+    return cls.removeprefix("Custom>") in _CLASS_NAMES
 
 
 def _has_module_keys(node: object, depth: int = 0) -> bool:

@@ -28,6 +28,7 @@ GLOBAL_OPS = frozenset(b"ci\x93")  # GLOBAL, INST, STACK_GLOBAL call find_class
 CALL_OPS = frozenset(b"R\x81\x92io")  # REDUCE, NEWOBJ, NEWOBJ_EX, INST, OBJ call something
 BUILD_OPS = frozenset(b"b")
 PERSID_OPS = frozenset(b"PQ")
+PUT_OPS = frozenset(b"pr")  # PUT and LONG_BINPUT: the only memo stores with large indices
 
 _INVALID = -100
 _LINE1 = -1  # one newline-terminated argument
@@ -35,7 +36,7 @@ _LINE2 = -2  # two (GLOBAL, INST)
 _COUNTED = -3  # a little-endian length, then that many bytes
 _FRAME = -4
 _STOP = -5
-_EVENT = -6  # a zero-argument opcode that is also an event (only in the event table)
+_EVENT = -6  # a fixed-argument opcode whose offset is recorded (only in the event tables)
 _COUNTED1 = -7  # COUNTED with a 1-byte length (the common short strings and bytes)
 
 # Bytes of the fixed argument of every opcode (protocols 0-5, as in Lib/pickletools.py).
@@ -63,7 +64,7 @@ _LENGTHS = {
 }
 
 
-def _table(events: bool) -> list[int]:
+def _table(event_ops: frozenset[int]) -> list[int]:
     table = [_INVALID] * 256
     for opcode, n in _FIXED_ARGS.items():
         table[opcode[0]] = n
@@ -75,15 +76,18 @@ def _table(events: bool) -> list[int]:
         table[code] = _COUNTED1 if width == 1 else _COUNTED
     table[0x95] = _FRAME
     table[ord(".")] = _STOP
-    if events:
-        for code in _EVENT_OPS:
-            if table[code] == 0:
-                table[code] = _EVENT
+    for code in event_ops:
+        if table[code] >= 0:
+            table[code] = _EVENT
     return table
 
 
-_PLAIN = _table(events=False)
-_WITH_EVENTS = _table(events=True)
+_ARG_LEN = [0] * 256
+for _opcode, _n in _FIXED_ARGS.items():
+    _ARG_LEN[_opcode[0]] = _n
+_PLAIN = _table(frozenset())
+_WITH_EVENTS = _table(_EVENT_OPS)
+_WITH_PUTS = _table(_EVENT_OPS | PUT_OPS)
 OPCODES = frozenset(op for op, kind in enumerate(_PLAIN) if kind != _INVALID)
 
 
@@ -108,7 +112,9 @@ class OpIndex:
         return sorted(merged)
 
 
-def index(data: Data, start: int = 0, *, events: bool = False, skips: dict[int, int] | None = None) -> OpIndex:
+def index(
+    data: Data, start: int = 0, *, events: bool = False, puts: bool = False, skips: dict[int, int] | None = None
+) -> OpIndex:
     """Index the pickle at ``start``: its end, its opcode count, its frame problems.
 
     ``skips`` maps a position to where reading resumes (joblib's raw array bytes, which
@@ -116,7 +122,8 @@ def index(data: Data, start: int = 0, *, events: bool = False, skips: dict[int, 
     Never raises on malformed input.
     """
     result = OpIndex(start=start)
-    table = _WITH_EVENTS if (events or skips) else _PLAIN
+    table = _WITH_PUTS if puts else _WITH_EVENTS if (events or skips) else _PLAIN
+    event_ops = _EVENT_OPS | PUT_OPS if puts else _EVENT_OPS
     skips = skips or {}
     size = len(data)
     pos = start
@@ -146,7 +153,7 @@ def index(data: Data, start: int = 0, *, events: bool = False, skips: dict[int, 
                 continue
             if kind == _EVENT:
                 seen.setdefault(op, []).append(pos)
-                pos += 1
+                pos += 1 + _ARG_LEN[op]
                 if frame_end < 0 and pos in skips:
                     pos = skips[pos]
                 continue
@@ -160,7 +167,7 @@ def index(data: Data, start: int = 0, *, events: bool = False, skips: dict[int, 
                 pos += 1 + width + length
                 continue
             if kind in (_LINE1, _LINE2):
-                if table is _WITH_EVENTS and op in _EVENT_OPS:
+                if table is not _PLAIN and op in event_ops:
                     seen.setdefault(op, []).append(pos)
                 end = _newline(data, pos + 1, limit)
                 if end >= 0 and kind == _LINE2:
@@ -221,6 +228,21 @@ def _fail(result: OpIndex, message: str, offset: int, ops: int) -> OpIndex:
 def _frame(result: OpIndex, message: str, offset: int, ops: int, pos: int) -> OpIndex:
     result.frame_problem, result.frame_offset, result.end, result.ops = message, offset, pos, ops
     return result
+
+
+def largest_put(data: Data, result: OpIndex) -> int:
+    """The largest memo index a PUT or LONG_BINPUT stores (needs ``index(..., puts=True)``): the C
+    unpickler's memo is an array it grows to twice that index, zeroed."""
+    largest = 0
+    for offset in result.events.get(ord("r"), []):
+        largest = max(largest, int.from_bytes(data[offset + 1 : offset + 5], "little"))
+    for offset in result.events.get(ord("p"), []):
+        line = bytes(data[offset + 1 : offset + 64]).split(b"\n", 1)[0].split(b"\x00", 1)[0]
+        try:
+            largest = max(largest, int(line))
+        except ValueError:
+            largest = max(largest, 1 << 62) if line.strip().lstrip(b"+").replace(b"_", b"").isdigit() else largest
+    return largest
 
 
 def count_ops(data: Data, start: int = 0) -> int:

@@ -46,8 +46,11 @@ def report(result: WalkResult, ctx: ScanContext, *, keep_all: bool = True) -> No
         ctx.scan_nested(nested.payload, f"pickle@{nested.offset}")
 
 
+_SAYS_WHY = frozenset({"pickle.ambiguous-frames", "pickle.memo-bomb"})
+
+
 def malformed(result: WalkResult, ctx: ScanContext) -> None:
-    if result.limit_hit or any(i.rule_id == "pickle.ambiguous-frames" for i in result.issues):
+    if result.limit_hit or any(i.rule_id in _SAYS_WHY for i in result.issues):
         return  # already a blocking finding that says why
     ctx.add(
         "pickle.malformed",

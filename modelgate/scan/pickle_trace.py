@@ -26,6 +26,7 @@ import copyreg
 import importlib.util
 import pickle
 import re
+import struct
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -141,6 +142,20 @@ class _OpBudget(Exception):
     pass
 
 
+class _NeedMemoCheck(Exception):
+    """The C unpickler's next bytes may store into its memo at a huge index."""
+
+
+# LONG_BINPUT with an index >= 2**22, or a text PUT with 7+ digits (the C memo would take >= 64 MiB).
+_BIG_PUT = re.compile(
+    rb"r[\x00-\xff][\x00-\xff](?:[\x40-\xff][\x00-\xff]|[\x00-\x3f][\x01-\xff])"
+    rb"|p[ \t\x0b\x0c\r]*\+?0*[1-9][0-9_]{6,}",
+    re.DOTALL,
+)
+_MAX_PUT_LINE = 64
+_MAX_C_MEMO_INDEX = 1 << 22
+
+
 # -- the inert objects the unpickler gets instead of real ones ----------------------------------
 class _StubMeta(type):
     """Calling a stub class (REDUCE, INST, OBJ) records the call instead of making it."""
@@ -194,16 +209,28 @@ def _make_stub(trace: _Trace, glob: Global) -> type:
 # -- the files the unpicklers read --------------------------------------------------------------
 class _PlainReader:
     """A non-peekable file over the data: the C unpickler reads exactly what it needs (frames whole),
-    so ``pos`` is where a loader's file would be; the pure-Python unpickler needs real bytes."""
+    so ``pos`` is where a loader's file would be; the pure-Python unpickler needs real bytes.
 
-    def __init__(self, data: Data, pos: int, *, as_bytes: bool = False) -> None:
-        self.data, self.pos, self.size, self.as_bytes = data, pos, len(data), as_bytes
+    ``guard``: every chunk handed to the C unpickler is first searched for a memo store with a
+    huge index (the C memo is an array grown to twice the index and zeroed: ``r\xff\xff\xff\x7f``
+    would take 32 GiB); a hit stops the C run so the index can tell whether it is one."""
 
-    def read(self, n: int = -1) -> bytes | memoryview:
+    def __init__(self, data: Data, pos: int, *, guard: bool = False) -> None:
+        self.data, self.pos, self.size, self.guard = data, pos, len(data), guard
+
+    def read(self, n: int = -1) -> bytes:
+        """Real bytes, as a file's read gives (the C unpickler refuses anything else here)."""
         end = self.size if n is None or n < 0 else min(self.size, self.pos + n)
+        if self.guard:
+            self._check(self.pos, end)
         chunk = self.data[self.pos : end]
         self.pos = end
-        return bytes(chunk) if self.as_bytes or isinstance(chunk, bytes) else chunk
+        return chunk if isinstance(chunk, bytes) else bytes(chunk)
+
+    def _check(self, start: int, end: int) -> None:
+        # a store's opcode may sit just before the chunk (the C unpickler read it earlier)
+        if _BIG_PUT.search(self.data, max(0, start - _MAX_PUT_LINE), end):
+            raise _NeedMemoCheck
 
     def readline(self) -> bytes:
         end = _find_newline(self.data, self.pos, self.size)
@@ -214,10 +241,14 @@ class _PlainReader:
 
 
 class _PeekReader(_PlainReader):
-    """Peekable: the C unpickler prefetches large windows and parses them in place (fast, flat)."""
+    """Peekable: the C unpickler prefetches large windows and parses them in place (fast, flat);
+    a window is a view of the data, never a copy."""
 
     def peek(self, n: int = 0) -> bytes | memoryview:
-        return self.data[self.pos : min(self.size, self.pos + max(n, _PREFETCH))]
+        end = min(self.size, self.pos + max(n, _PREFETCH))
+        if self.guard:
+            self._check(self.pos, end)
+        return self.data[self.pos : end]
 
 
 def _find_newline(data: Data, pos: int, end: int) -> int:
@@ -494,7 +525,7 @@ class _CUnpickler(pickle.Unpickler):
     """CPython's C unpickler (what torch.load, pickle.load and numpy.load run)."""
 
     def __init__(self, file: _PlainReader, recorder: _Trace) -> None:
-        super().__init__(file, encoding="latin1")  # type: ignore[arg-type]  # reads like a binary file
+        super().__init__(file, encoding="latin1")
         self._recorder = recorder
 
     def find_class(self, module_name: str, global_name: str, /) -> type:
@@ -508,7 +539,7 @@ class _PyUnpickler(pickle._Unpickler):
     """CPython's pure-Python unpickler (what joblib.load runs), with an opcode budget."""
 
     def __init__(self, file: _PlainReader, recorder: _Trace, budget: int) -> None:
-        super().__init__(file, encoding="latin1")  # type: ignore[arg-type]  # reads like a binary file
+        super().__init__(file, encoding="latin1")
         self._recorder = recorder
         self._budget = budget
 
@@ -520,6 +551,17 @@ class _PyUnpickler(pickle._Unpickler):
 
     def get_extension(self, code: int) -> None:
         self.append(self._recorder.extension(code))
+
+    def _load_bytearray8(self) -> None:
+        """BYTEARRAY8 without allocating the length a 9-byte header claims (the stock one zeroes it
+        first: a 20-byte file would take the scanner's memory)."""
+        (length,) = struct.unpack("<Q", self.read(8))
+        if length > self._recorder.reader.size:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 of {length} bytes is longer than the data")
+        self.append(bytearray(self.read(length)))
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8  # type: ignore[assignment]
 
     def load(self) -> object:
         """``pickle._Unpickler.load`` (CPython 3.11) with an opcode budget."""
@@ -554,16 +596,18 @@ def _c_available() -> bool:
     return not (copyreg._extension_registry or copyreg._extension_cache)  # type: ignore[attr-defined]
 
 
-def _run_c(data: Data, start: int, *, exact: bool, depth: int) -> tuple[WalkResult, _Trace, BaseException | None]:
+def _run_c(
+    data: Data, start: int, *, exact: bool, depth: int, guard: bool = True
+) -> tuple[WalkResult, _Trace, BaseException | None]:
     result = WalkResult(start=start)
-    reader: _PlainReader = _PlainReader(data, start) if exact else _PeekReader(data, start)
+    reader: _PlainReader = _PlainReader(data, start, guard=guard) if exact else _PeekReader(data, start, guard=guard)
     recorder = _Trace(data, result, reader, exact=exact, depth=depth)
     error: BaseException | None = None
     try:
         value = _CUnpickler(reader, recorder).load()
         result.ok = True
         result.value = _keepable(value)
-    except _NeedExactPositions:
+    except (_NeedExactPositions, _NeedMemoCheck):
         raise
     except (Exception, RecursionError, MemoryError) as exc:  # noqa: BLE001 - any failure is a finding
         error = exc
@@ -571,13 +615,62 @@ def _run_c(data: Data, start: int, *, exact: bool, depth: int) -> tuple[WalkResu
     return result, recorder, error
 
 
-def _run_python(data: Data, start: int, budget: int, depth: int) -> tuple[WalkResult, BaseException | None]:
+def _memo_bomb(data: Data, start: int, budget: int, depth: int, *, exact: bool) -> tuple[int, str | None] | None:
+    """Whether the C unpickler must not read this stream: None if it may, else (the memo index that
+    makes it a memory bomb, or -1 when that cannot be told; what the flat reading found wrong).
+
+    The flat opcode index says it exactly when it reads the stream to its STOP. Where it cannot
+    (frames the readers disagree on, joblib's raw array bytes), the pure-Python reading (a dict
+    memo: no bomb) decides: what it stores is what a C reading of the same, agreed stream stores.
+    If neither reads the stream to its end, the C unpickler stops where the flat reading does
+    (it reads the same opcodes) unless frames or joblib's skipped bytes make them part: then it
+    is not run at all.
+    """
+    from modelgate.scan import pickle_ops
+
+    index = pickle_ops.index(data, start, puts=True)
+    if index.ok:
+        largest = pickle_ops.largest_put(data, index)
+        return (largest, None) if largest >= _MAX_C_MEMO_INDEX else None
+    _result, error, largest = _run_python(data, start, budget, depth)
+    if error is None:
+        return (largest, None) if largest >= _MAX_C_MEMO_INDEX else None
+    if exact or index.frame_problem is not None:
+        return -1, index.frame_problem
+    largest = pickle_ops.largest_put(data, index)
+    return (largest, None) if largest >= _MAX_C_MEMO_INDEX else None
+
+
+def _run_c_guarded(
+    data: Data, start: int, *, exact: bool, depth: int, budget: int
+) -> tuple[WalkResult, BaseException | None]:
+    """The C run, unless a memo store with a huge index shows up in what it reads."""
+    try:
+        result, _recorder, error = _run_c(data, start, exact=exact, depth=depth)
+    except _NeedMemoCheck:
+        verdict = _memo_bomb(data, start, budget, depth, exact=exact)
+        if verdict is not None:
+            raise _MemoBomb(*verdict) from None
+        result, _recorder, error = _run_c(data, start, exact=exact, depth=depth, guard=False)
+    return result, error
+
+
+class _MemoBomb(Exception):
+    def __init__(self, index: int, frame_problem: str | None) -> None:
+        super().__init__(index)
+        self.index = index
+        self.frame_problem = frame_problem
+
+
+def _run_python(data: Data, start: int, budget: int, depth: int) -> tuple[WalkResult, BaseException | None, int]:
+    """The pure-Python reading: its result, its error, and the largest memo index it stored."""
     result = WalkResult(start=start)
-    reader = _PlainReader(data, start, as_bytes=True)
+    reader = _PlainReader(data, start)
     recorder = _Trace(data, result, reader, exact=True, depth=depth)
+    unpickler = _PyUnpickler(reader, recorder, budget)
     error: BaseException | None = None
     try:
-        value = _PyUnpickler(reader, recorder, budget).load()
+        value = unpickler.load()
         result.ok = True
         result.value = _keepable(value)
     except _OpBudget:
@@ -586,7 +679,9 @@ def _run_python(data: Data, start: int, budget: int, depth: int) -> tuple[WalkRe
     except (Exception, RecursionError, MemoryError) as exc:  # noqa: BLE001 - any failure is a finding
         error = exc
     result.end = reader.pos
-    return result, error
+    memo: dict[object, object] = unpickler.memo  # type: ignore[attr-defined]
+    largest = max((k for k in memo if isinstance(k, int)), default=0)
+    return result, error, largest
 
 
 def _keepable(value: object) -> object:
@@ -609,12 +704,15 @@ def trace(data: Data, start: int = 0, *, python_budget: int = 2_000_000, depth: 
     the C one refuses it. The result's ``ok`` means both agree it is a complete stream."""
     if _c_available():
         try:
-            result, _recorder, c_error = _run_c(data, start, exact=False, depth=depth)
-        except _NeedExactPositions:
-            result, _recorder, c_error = _run_c(data, start, exact=True, depth=depth)
+            try:
+                result, c_error = _run_c_guarded(data, start, exact=False, depth=depth, budget=python_budget)
+            except _NeedExactPositions:
+                result, c_error = _run_c_guarded(data, start, exact=True, depth=depth, budget=python_budget)
+        except _MemoBomb as bomb:
+            return _python_only(data, start, python_budget, depth, bomb)
         if c_error is None:
             return result
-        fallback, py_error = _run_python(data, start, python_budget, depth)
+        fallback, py_error, _largest = _run_python(data, start, python_budget, depth)
         _merge(result, fallback)
         result.ok = False
         result.limit_hit = fallback.limit_hit
@@ -624,11 +722,37 @@ def trace(data: Data, start: int = 0, *, python_budget: int = 2_000_000, depth: 
             result.error = _message(c_error)
         result.error_offset = result.end
         return result
-    result, py_error = _run_python(data, start, python_budget, depth)
+    result, py_error, _largest = _run_python(data, start, python_budget, depth)
     if py_error is not None:
         result.ok = False
         result.error = _message(py_error)
         result.error_offset = result.end
+    return result
+
+
+def _python_only(data: Data, start: int, budget: int, depth: int, bomb: _MemoBomb) -> WalkResult:
+    """A stream the C unpickler must not read: its memo would take the machine's memory, or the
+    readings part before a store that might. The Python reading gives its globals and calls; the
+    stream is never ``ok``."""
+    result, py_error, _largest = _run_python(data, start, budget, depth)
+    result.ok = False
+    if bomb.index >= 0:
+        why = f"stores into memo index {bomb.index}: the C unpickler would allocate {16 * bomb.index:,} bytes"
+        result.issues.append(Issue("pickle.memo-bomb", Category.MALFORMED, Severity.HIGH, f"the pickle {why}", start))
+    else:
+        why = "is not read by the C unpickler: its readings part where a memo store could take its memory"
+        if bomb.frame_problem is not None:
+            result.issues.append(
+                Issue(
+                    "pickle.ambiguous-frames",
+                    Category.MALFORMED,
+                    Severity.HIGH,
+                    f"loaders read this pickle differently: {bomb.frame_problem}",
+                    start,
+                )
+            )
+    result.error = f"the pickle {why}" if py_error is None else f"{_message(py_error)} (the pickle {why})"
+    result.error_offset = start
     return result
 
 

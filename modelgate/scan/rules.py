@@ -66,6 +66,7 @@ RULES: dict[str, str] = {
     "tar.member-out-of-range": "A tar member whose size is out of range.",
     "tar.special-member": "A tar device, FIFO or sparse member.",
     "scanner.parse-error": "A format scanner could not parse the data.",
+    "content.unrecognized": "Content of no format the scanner reads or knows to be inert (it cannot vouch for it).",
     "fs.unreadable": "A file that cannot be read.",
     "fs.symlink": "A symbolic link in the model folder (not followed).",
     "fs.special-file": "A device, FIFO or socket in the model folder.",

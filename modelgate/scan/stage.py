@@ -13,20 +13,12 @@ from modelgate import __version__
 from modelgate.evidence import StageEvidence, Status, run_stage
 from modelgate.manifest import Manifest
 from modelgate.scan.driver import SCANNER_VERSION, scan_path
-from modelgate.scan.findings import BLOCKING, Finding, ScanReport, Severity
+from modelgate.scan.findings import BLOCKING, ScanReport
+from modelgate.scan.listing import location, ordered
+
+__all__ = ["MAX_LISTED_FINDINGS", "evidence_from", "location", "ordered", "scan_stage"]
 
 MAX_LISTED_FINDINGS = 200
-_SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
-
-
-def ordered(findings: list[Finding]) -> list[Finding]:
-    """Blocking findings first, most severe first, so a truncated list keeps what matters."""
-    return sorted(findings, key=lambda f: (f.category not in BLOCKING, _SEVERITY_RANK[f.severity]))
-
-
-def location(finding: Finding) -> str:
-    where = finding.file + (f"!/{finding.member}" if finding.member else "")
-    return where + (f"@{finding.offset}" if finding.offset is not None else "")
 
 
 def evidence_from(report: ScanReport) -> StageEvidence:

@@ -72,6 +72,7 @@ class ZipDirectory:
     entries: list[ZipEntry] = field(default_factory=list)
     issues: list[ZipIssue] = field(default_factory=list)
     prefix_len: int = 0  # bytes before the archive (self-extracting stub, or a polyglot)
+    lead_len: int = 0  # bytes before the first member: what head-first loaders (torch, pickle) read
     cd_start: int = 0
     ok: bool = False
 
@@ -89,33 +90,58 @@ class ZipDirectory:
 
 
 def find_eocd(data: Data) -> int | None:
-    """Offset of the end-of-central-directory record, or None when there is none."""
+    """Offset of the end-of-central-directory record ``zipfile`` uses, or None when there is none.
+
+    Same choice as ``zipfile._EndRecData``: a comment-less record in the last 22 bytes,
+    else the last signature in the final 64 KiB (whether or not its comment fits).
+    """
+    size = len(data)
+    if size < _EOCD.size:
+        return None
+    last = bytes(data[size - _EOCD.size : size])
+    if last[:4] == EOCD_SIG and last[-2:] == b"\x00\x00":
+        return size - _EOCD.size
+    lo = max(0, size - _EOCD.size - _MAX_COMMENT)
+    pos = bytes(data[lo:size]).rfind(EOCD_SIG)
+    if pos < 0 or lo + pos + _EOCD.size > size:
+        return None
+    return lo + pos
+
+
+def _rival_eocd(data: Data, eocd: int) -> int | None:
+    """An earlier end record whose comment ends exactly at the end of the file (a second archive)."""
     size = len(data)
     lo = max(0, size - _EOCD.size - _MAX_COMMENT)
-    tail = bytes(data[lo:size])
+    tail = bytes(data[lo:eocd])
     pos = tail.rfind(EOCD_SIG)
     while pos >= 0:
-        if pos + _EOCD.size <= len(tail):
-            comment_len = struct.unpack_from("<H", tail, pos + 20)[0]
-            if pos + _EOCD.size + comment_len <= len(tail):
+        if lo + pos + _EOCD.size <= size:
+            comment_len = struct.unpack_from("<H", data, lo + pos + 20)[0]
+            if lo + pos + _EOCD.size + comment_len == size:
                 return lo + pos
         pos = tail.rfind(EOCD_SIG, 0, pos)
     return None
 
 
 def has_zip_tail(data: Data) -> bool:
-    """Whether ``data`` ends with a plausible ZIP end record whose directory is really there."""
+    """Whether ``zipfile`` would open ``data`` as an archive: an end record with its directory really there.
+
+    Zip readers find the archive from its end, whatever precedes it (a stub, a pickle, junk).
+    """
     eocd = find_eocd(data)
     if eocd is None:
         return False
-    _sig, _disk, _cd_disk, _n_disk, n_total, cd_size, cd_offset, comment_len = _EOCD.unpack_from(data, eocd)
-    if eocd + _EOCD.size + comment_len != len(data):
-        return False
+    _sig, _disk, _cd_disk, _n_disk, n_total, cd_size, _cd_offset, _comment = _EOCD.unpack_from(data, eocd)
+    loc = eocd - _Z64_LOC.size
+    if loc >= 0 and bytes(data[loc : loc + 4]) == Z64_LOC_SIG:  # ZIP64: the record before the locator
+        z64 = loc - _Z64_EOCD.size
+        if z64 < 0 or bytes(data[z64 : z64 + 4]) != Z64_EOCD_SIG:
+            return False
+        fields = _Z64_EOCD.unpack_from(data, z64)
+        n_total, cd_size, eocd = fields[7], fields[8], z64
     if n_total == 0 and cd_size == 0:
         return True
     start = eocd - cd_size
-    if cd_size == 0xFFFFFFFF or n_total == 0xFFFF:  # ZIP64: trust the locator
-        return eocd >= _Z64_LOC.size and bytes(data[eocd - _Z64_LOC.size : eocd - _Z64_LOC.size + 4]) == Z64_LOC_SIG
     return start >= 0 and bytes(data[start : start + 4]) == CDH_SIG
 
 
@@ -176,6 +202,7 @@ def read_directory(data: Data, limits: Limits) -> ZipDirectory:
     if eocd is None:
         zd.issue("zip.no-end-record", Category.MALFORMED, "no end-of-central-directory record")
         return zd
+    _check_end(data, eocd, zd)
     record = _end_record(data, eocd, zd)
     if record is None:
         return zd
@@ -195,8 +222,33 @@ def read_directory(data: Data, limits: Limits) -> ZipDirectory:
         )
     _read_central(data, zd, n_total, cd_end, limits)
     _check_locals(data, zd)
+    _check_lead(zd)
     zd.ok = True
     return zd
+
+
+def _check_end(data: Data, eocd: int, zd: ZipDirectory) -> None:
+    """The end record's comment must end the file: other readers may pick another record or ignore the rest."""
+    comment_len = struct.unpack_from("<H", data, eocd + 20)[0]
+    end = eocd + _EOCD.size + comment_len
+    if end > len(data):
+        zd.issue(
+            "zip.bad-end-record", Category.MALFORMED, "the archive comment runs past the end of the file", offset=eocd
+        )
+    elif end < len(data):
+        zd.issue(
+            "zip.bad-end-record",
+            Category.MALFORMED,
+            f"{len(data) - end} bytes follow the end record (data other readers may parse)",
+            offset=end,
+        )
+    if (rival := _rival_eocd(data, eocd)) is not None:
+        zd.issue(
+            "zip.bad-end-record",
+            Category.MALFORMED,
+            "two end records: readers disagree on which archive they open",
+            offset=rival,
+        )
 
 
 def _read_central(data: Data, zd: ZipDirectory, n_total: int, cd_end: int, limits: Limits) -> None:
@@ -368,6 +420,19 @@ def _check_locals(data: Data, zd: ZipDirectory) -> None:
             continue
         entry.end_offset = _check_descriptor(data, zd, entry, end) if entry.flags & 0x0008 else end
     _check_layout(data, zd)
+
+
+def _check_lead(zd: ZipDirectory) -> None:
+    """Bytes before the first member are read by head-first loaders even when the offsets count them."""
+    first = min([e.header_offset for e in zd.entries if e.header_offset >= 0] + [zd.cd_start])
+    zd.lead_len = max(zd.prefix_len, first)
+    if zd.lead_len > zd.prefix_len == 0:
+        zd.issue(
+            "zip.prefixed-data",
+            Category.MALFORMED,
+            f"{zd.lead_len} bytes precede the first member (data that head-first loaders read instead)",
+            offset=0,
+        )
 
 
 def _check_descriptor(data: Data, zd: ZipDirectory, entry: ZipEntry, pos: int) -> int:

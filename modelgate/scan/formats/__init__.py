@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from modelgate.scan import zipwalk
 from modelgate.scan.base import ScanContext
 from modelgate.scan.formats import (
     compressed,
@@ -18,6 +19,7 @@ from modelgate.scan.formats import (
     onnx_model,
     pickle_stream,
     safetensors,
+    saved_model,
     tar_archive,
     zip_archive,
 )
@@ -42,14 +44,23 @@ REGISTRY: tuple[FormatScanner, ...] = (
     safetensors,
     compressed,
     tar_archive,
+    saved_model,
     onnx_model,
     pickle_stream,
 )
 
 
-def detect(head: bytes) -> FormatScanner | None:
-    """The scanner for data starting with ``head`` (the first HEAD_BYTES bytes), if any."""
-    for scanner in REGISTRY:
-        if scanner.detect(head):
-            return scanner
-    return None
+def detect(head: bytes, data: Data | None = None) -> FormatScanner | None:
+    """The scanner for data starting with ``head`` (the first HEAD_BYTES bytes), if any.
+
+    Given the whole ``data``, a zip end record at its tail wins over any head (zip readers
+    find the archive from its end), and a head another scanner claims that ``tarfile``
+    also opens is a polyglot: both views are scanned.
+    """
+    if data is not None and zipwalk.has_zip_tail(data):
+        scanner: FormatScanner | None = zip_archive
+    else:
+        scanner = next((s for s in REGISTRY if s.detect(head)), None)
+    if scanner is not None and scanner is not tar_archive and tar_archive.is_tar_header(head):
+        return tar_archive.AlsoTar(scanner)
+    return scanner

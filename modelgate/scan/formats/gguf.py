@@ -9,9 +9,9 @@ known sandbox-escape payload.
 from __future__ import annotations
 
 import math
-import re
 import struct
 
+from modelgate.scan import jinja_template
 from modelgate.scan.base import ScanContext
 from modelgate.scan.findings import Category, Severity
 from modelgate.scan.pickle_scan import Data
@@ -58,10 +58,6 @@ GGML_TYPES = {
     39: (32, 17),
 }
 _MAX_DIMS = 8
-_TEMPLATE_ESCAPE = re.compile(
-    r"__(class|mro|subclasses|globals|builtins|import|init|base|bases|getattribute|code|func)__"
-    r"|\b(popen|subprocess|system|eval|exec)\s*\(|\bos\.\w"
-)
 
 
 class _Bad(Exception):
@@ -133,11 +129,13 @@ def _value(reader: _Reader, vtype: int, key: str, depth: int = 0) -> object:
 
 
 def _header(data: Data) -> tuple[_Reader, int, int, int]:
-    raw_version = struct.unpack_from("<I", data, 4)[0] if len(data) >= 8 else 0
+    if len(data) < 8:
+        raise _Bad(f"truncated header ({len(data)} bytes)", 0)
+    raw_version = struct.unpack_from("<I", data, 4)[0]
     order = "<"
     if raw_version not in (1, 2, 3) and struct.unpack_from(">I", data, 4)[0] in (1, 2, 3):
         order = ">"
-    version = struct.unpack_from(order + "I", data, 4)[0] if len(data) >= 8 else 0
+    version = struct.unpack_from(order + "I", data, 4)[0]
     if version not in (1, 2, 3):
         raise _Bad(f"unsupported GGUF version {version}", 4)
     reader = _Reader(data, order, wide=version > 1)
@@ -147,6 +145,19 @@ def _header(data: Data) -> tuple[_Reader, int, int, int]:
     if kvs > room // 13 or tensors > room // 24:
         raise _Bad(f"{tensors} tensors and {kvs} metadata entries cannot fit in {len(data)} bytes", 8)
     return reader, version, tensors, kvs
+
+
+def _check_template(key: str, template: str, offset: int, ctx: ScanContext) -> None:
+    """Judge the parsed Jinja AST (see jinja_template): never rendered, never matched by regex."""
+    for issue in jinja_template.check_template(template):
+        dangerous = issue.category is Category.DANGEROUS
+        ctx.add(
+            "gguf.template-escape" if dangerous else "gguf.template-unchecked",
+            issue.category,
+            Severity.CRITICAL if dangerous else Severity.HIGH,
+            f"chat template {key!r}: {issue.message}",
+            offset=offset,
+        )
 
 
 def scan(data: Data, ctx: ScanContext) -> None:
@@ -168,14 +179,8 @@ def _scan(data: Data, ctx: ScanContext) -> None:
             if not (isinstance(value, int) and value > 0 and value & (value - 1) == 0):
                 raise _Bad(f"general.alignment {value!r} is not a power of two", start)
             alignment = value
-        if "chat_template" in key and isinstance(value, str) and _TEMPLATE_ESCAPE.search(value):
-            ctx.add(
-                "gguf.template-escape",
-                Category.DANGEROUS,
-                Severity.CRITICAL,
-                f"chat template {key!r} reaches Python internals (a Jinja sandbox escape)",
-                offset=start,
-            )
+        if "chat_template" in key and isinstance(value, str):
+            _check_template(key, value, start, ctx)
     infos = []
     for _ in range(tensors):
         start = reader.pos

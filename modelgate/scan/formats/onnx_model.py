@@ -33,6 +33,7 @@ STANDARD_DOMAINS = frozenset(
 )
 # ModelProto field number -> wire type (0 varint, 2 length-delimited)
 _MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+_STRING_FIELDS = frozenset({2, 3, 4})  # producer_name, producer_version, domain
 _MAX_PROTO = 2**31 - 1
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _EXTERNAL = 1  # TensorProto.EXTERNAL
@@ -48,6 +49,12 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
             return value, pos
         shift += 7
     raise ValueError("truncated varint")
+
+
+def _plain_text(raw: bytes) -> bool:
+    """producer_name / producer_version / domain: printable UTF-8 (a cut-off tail is fine)."""
+    text = raw.decode("utf-8", "ignore")
+    return not any(ord(ch) < 0x20 for ch in text)
 
 
 def detect(head: bytes) -> bool:
@@ -70,6 +77,8 @@ def detect(head: bytes) -> bool:
                 _, pos = _varint(head, pos)
             else:
                 length, pos = _varint(head, pos)
+                if number in _STRING_FIELDS and not _plain_text(head[pos : pos + length]):
+                    return False  # e.g. a SavedModel: field 2 there is a MetaGraphDef message
                 pos += length
         return fields >= 2
     except ValueError:
@@ -164,6 +173,9 @@ def _check_external(tensor: Any, ctx: ScanContext) -> None:
             f"tensor {name!r}: offset {entries.get('offset')} / length {entries.get('length')} "
             f"outside {location!r} ({size} bytes)",
         )
+        return
+    if ctx.member is None:  # a file of the scanned folder, read by onnx as raw tensor bytes
+        ctx.references.append(target.relative_to(root).as_posix())
 
 
 def scan(data: Data, ctx: ScanContext) -> None:

@@ -1,9 +1,10 @@
 """Pickle streams: plain pickles (protocols 0-5, stacked), the legacy PyTorch format, joblib.
 
 Protocols 2+ announce themselves with PROTO; protocols 0 and 1 have no magic, so a
-stream that starts with any opcode is walked tentatively and only counts as a
-pickle if it reaches STOP or calls something (a truncated malicious pickle still
-runs its calls before failing).
+stream that starts with any opcode is read tentatively and counts as a pickle if a
+loader would act on it: reach STOP, call something, or import a module that exists
+(a truncated malicious pickle still runs its calls before failing). Anything else is
+judged like any content no format matched: inert (text, JSON, ...) or unrecognized.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from modelgate.scan.pickle_scan import Data, first_opcode_ok, walk
 
 NAME = "pickle"
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-_TEXT_PROBE = 4096
 
 
 def detect(head: bytes) -> bool:
@@ -24,16 +24,11 @@ def detect(head: bytes) -> bool:
 
 
 def _not_a_pickle(data: Data, ctx: ScanContext) -> None:
-    if ctx.lenient:
-        ctx.format = "data"
-        return
-    head = bytes(data[:_TEXT_PROBE])
-    try:
-        head.decode("utf-8")
-        text = b"\x00" not in head
-    except UnicodeDecodeError as exc:
-        text = exc.start >= len(head) - 3 and b"\x00" not in head  # a character cut by the probe window
-    ctx.format = "text" if text else "unknown"
+    """Bytes that start with an opcode but that no unpickler would act on: judged as any other
+    unmatched content (inert text, JSON, ... or a blocking unrecognized-content finding)."""
+    from modelgate.scan.formats import inert
+
+    ctx.format = inert.classify_unmatched(data, ctx)
 
 
 def scan(data: Data, ctx: ScanContext) -> None:

@@ -43,11 +43,28 @@ DTYPE_BITS = {
 _MAX_REPORTED = 50
 
 
+_JSON_SPACE = b" \t\r\n"
+
+
 def detect(head: bytes) -> bool:
     if len(head) < 10:
         return False
     (length,) = struct.unpack_from("<Q", head, 0)
-    return 2 <= length < 1 << 40 and head[8:9] == b"{" and head[9:10] in (b'"', b"}", b" ", b"\n")
+    return 2 <= length < 1 << 40 and head[8:9] == b"{" and (head[9:10] in (b'"', b"}") or head[9] in _JSON_SPACE)
+
+
+def meant(head: bytes) -> bool:
+    """Whether data that no scanner matched (and that is not inert) was clearly meant to be safetensors.
+
+    An 8-byte length then '{' whatever the length (absurd, past the end), or a plausible
+    length then JSON-looking bytes: reported as a malformed safetensors file, not as noise.
+    """
+    if len(head) < 10:
+        return False
+    (length,) = struct.unpack_from("<Q", head, 0)
+    if head[8:9] == b"{":
+        return length >= 2
+    return 2 <= length < 1 << 40 and head[8:72].lstrip(_JSON_SPACE)[:1] == b"{"
 
 
 class _Report:
@@ -72,6 +89,9 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 def _header(data: Data, rep: _Report) -> dict[str, object] | None:
     (length,) = struct.unpack_from("<Q", data, 0)
+    if 8 + length > len(data):
+        rep.bad(f"header length {length} runs past the end of the {len(data)}-byte file", 0)
+        return None
     if length > rep.ctx.limits.max_header_bytes:
         rep.ctx.add(
             "safetensors.header-limit",
@@ -81,11 +101,14 @@ def _header(data: Data, rep: _Report) -> dict[str, object] | None:
             offset=0,
         )
         return None
-    if 8 + length > len(data):
-        rep.bad(f"header length {length} runs past the end of the file", 0)
+    try:
+        text = str(data[8 : 8 + length], "utf-8")
+    except UnicodeDecodeError as exc:
+        rep.bad(f"header is not UTF-8 (byte 0x{data[8 + exc.start]:02x} at offset {8 + exc.start})", 8 + exc.start)
         return None
     try:
-        header = json.loads(str(data[8 : 8 + length], "utf-8"), object_pairs_hook=_no_duplicates)
+        header = json.loads(text, object_pairs_hook=_no_duplicates)
+        json.dumps(header, ensure_ascii=False).encode("utf-8")  # lone surrogates: the loader's JSON refuses them
     except (ValueError, RecursionError) as exc:
         rep.bad(f"header is not valid JSON: {exc}", 8)
         return None

@@ -13,12 +13,15 @@ import posixpath
 
 from modelgate.scan import keras_config, torch_zip, zipwalk
 from modelgate.scan.base import ScanContext
+from modelgate.scan.findings import Category, Severity
 from modelgate.scan.pickle_scan import Data
 
 NAME = "zip"
+_PICKLE_KINDS = {"pickle", "pytorch-legacy", "joblib"}
 
 
 def detect(head: bytes) -> bool:
+    """By the head signature; a zip found only from its end record is routed by ``formats.detect``."""
     return head[:4] in (zipwalk.LFH_SIG, zipwalk.EOCD_SIG)
 
 
@@ -27,8 +30,8 @@ def scan(data: Data, ctx: ScanContext) -> None:
     reported = _report(directory, 0, ctx)
     if not directory.ok:
         return
-    if directory.prefix_len:
-        ctx.scan_nested(data[: directory.prefix_len], "<prefix>")
+    if directory.lead_len:
+        _scan_prefix(data[: directory.lead_len], ctx)
     storages = torch_zip.storage_members(data, directory, ctx.limits)
     formats: dict[str, str] = {}
     keras_config_bytes: bytes | None = None
@@ -46,6 +49,18 @@ def scan(data: Data, ctx: ScanContext) -> None:
     ctx.format = _kind(formats, ctx)
     if keras_config_bytes is not None and _check_keras(keras_config_bytes, ctx):
         ctx.format = "keras"
+
+
+def _scan_prefix(prefix: Data, ctx: ScanContext) -> None:
+    """Bytes before the archive are what head-first loaders (torch, pickle, numpy) read: scan them too."""
+    kind = ctx.scan_nested(prefix, "<prefix>")
+    if kind in _PICKLE_KINDS:
+        ctx.add(
+            "pickle.polyglot",
+            Category.MALFORMED,
+            Severity.MEDIUM,
+            "the file is both a pickle and a ZIP archive: different loaders see different content",
+        )
 
 
 def _report(directory: zipwalk.ZipDirectory, start: int, ctx: ScanContext) -> int:

@@ -1,0 +1,59 @@
+"""ONNX external data: the raw tensor file beside model.onnx is numbers to its loader, not unrecognized content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from modelgate.scan import scan_path
+from tests.live import loads_cleanly
+from tests.pickle_attacks import payload_pickle
+
+
+def _onnx_with_external_data(folder: Path, data_name: str = "weights.bin") -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).random((64, 32), dtype=np.float32), name="W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "ext",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+        initializer=[weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "model.onnx"
+    onnx.save_model(model, path, save_as_external_data=True, location=data_name, size_threshold=0)
+    return path
+
+
+LOAD_ONNX = "import onnx, sys; m = onnx.load(sys.argv[1]); onnx.checker.check_model(m)"
+
+
+def test_external_data_of_an_onnx_model_is_judged_as_its_tensor_bytes(tmp_path: Path) -> None:
+    model = _onnx_with_external_data(tmp_path)
+    assert (tmp_path / "weights.bin").stat().st_size == 64 * 32 * 4
+    assert loads_cleanly(model, LOAD_ONNX)
+    report = scan_path(tmp_path)
+    assert report.verdict == "safe", report.findings
+    assert {f.path: f.format for f in report.files}["weights.bin"] == "onnx-external-data"
+
+
+def test_the_same_raw_file_without_a_model_referencing_it_is_unrecognized(tmp_path: Path) -> None:
+    _onnx_with_external_data(tmp_path)
+    (tmp_path / "model.onnx").unlink()
+    report = scan_path(tmp_path)
+    assert report.verdict == "unsafe"
+    assert [f.rule_id for f in report.findings] == ["content.unrecognized"]
+
+
+def test_an_external_data_file_that_is_a_pickle_keeps_its_findings(tmp_path: Path) -> None:
+    _onnx_with_external_data(tmp_path)
+    evil = payload_pickle()
+    (tmp_path / "weights.bin").write_bytes(evil + bytes(64 * 32 * 4 - len(evil)))
+    report = scan_path(tmp_path)
+    assert report.verdict == "unsafe"
+    assert any(f.global_name == "os.system" for f in report.findings)
