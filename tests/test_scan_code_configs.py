@@ -35,7 +35,20 @@ def _categories(report: Any) -> set[Category]:
 
 # --------------------------------------------------------------------------- Keras 3 configs
 
-_KERAS_LOAD = "import os, sys; os.environ['KERAS_BACKEND'] = 'torch'; import keras; "
+# The real loaders, each at the version that runs the payload, live beside the venv (Makefile: make
+# install puts them in .venv-loaders/); a folder named by the environment variable wins.
+_LOADERS = Path(__file__).resolve().parents[1] / ".venv-loaders"
+_KERAS38 = os.environ.get("MODELGATE_KERAS_3_8", str(_LOADERS / "keras38"))
+
+
+def _missing_loader(why: str) -> None:
+    """Without the loader the payload proof cannot run: a skip for a developer, a failure in CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{why} (make install puts it in .venv-loaders/)")
+    pytest.skip(why)
+
+
+_KERAS_LOAD = f"import os, sys; sys.path.insert(0, {_KERAS38!r}); os.environ['KERAS_BACKEND'] = 'torch'; import keras; "
 KERAS_SAFE = _KERAS_LOAD + "keras.saving.load_model(sys.argv[1])"
 KERAS_UNSAFE = _KERAS_LOAD + "keras.saving.load_model(sys.argv[1], safe_mode=False)"
 
@@ -165,12 +178,14 @@ def test_keras_enable_unsafe_and_lambda_block(tmp_path: Path) -> None:
 def test_keras_torch_module_wrapper_pickle_is_dangerous(tmp_path: Path) -> None:
     """keras >= 3.9 torch.load(weights_only=False)s the base64 blob under safe_mode=False; the pinned 3.8
     torch.load()s raw bytes, which torch >= 2.6 reads weights-only: the proof needs a newer keras folder."""
-    newer = os.environ.get("MODELGATE_KERAS_3_9_PLUS", "")
+    newer = os.environ.get("MODELGATE_KERAS_3_9_PLUS", str(_LOADERS / "keras315"))
     if not newer or not Path(newer, "keras").is_dir():
-        pytest.skip("set MODELGATE_KERAS_3_9_PLUS to a keras>=3.9 folder to prove the payload runs")
+        _missing_loader("set MODELGATE_KERAS_3_9_PLUS to a keras>=3.9 folder to prove the payload runs")
     path = _keras_file(tmp_path / "b64.keras", _functional([_torch_module_wrapper(base64_blob=True)], "wrapped"))
     assert runs_payload(
-        path, f"import sys; sys.path.insert(0, {newer!r}); " + KERAS_UNSAFE.replace("import os, sys; ", "import os; ")
+        path,
+        f"import sys; sys.path.insert(0, {newer!r}); "
+        + KERAS_UNSAFE.replace(f"sys.path.insert(0, {_KERAS38!r}); ", ""),
     )
     legacy = _keras_file(tmp_path / "raw.keras", _functional([_torch_module_wrapper()], "wrapped"))
     for sample in (path, legacy):
@@ -226,6 +241,7 @@ def test_keras_vocabulary_file_is_dangerous(tmp_path: Path) -> None:
 def _save_real_keras(path: Path, kind: str) -> None:
     code = f"""
 import os, sys
+sys.path.insert(0, {_KERAS38!r})
 os.environ["KERAS_BACKEND"] = "torch"
 import keras
 from keras import layers
@@ -276,12 +292,12 @@ HYDRA = "import sys, hydra.utils, omegaconf; hydra.utils.instantiate(omegaconf.O
 # hydra-core 1.3.8 (pinned) refuses os.system & co. by its own target policy; hydra-core <= 1.3.2 (what
 # NeMo pins) calls them. The payload proofs need such a hydra: MODELGATE_VULNERABLE_HYDRA names a folder
 # with it (pip install --target DIR --no-deps hydra-core==1.3.2).
-_OLD_HYDRA = os.environ.get("MODELGATE_VULNERABLE_HYDRA", "")
+_OLD_HYDRA = os.environ.get("MODELGATE_VULNERABLE_HYDRA", str(_LOADERS / "hydra132"))
 
 
 def _vulnerable(loader: str) -> str:
     if not _OLD_HYDRA or not Path(_OLD_HYDRA, "hydra").is_dir():
-        pytest.skip("set MODELGATE_VULNERABLE_HYDRA to a hydra-core<=1.3.2 folder to prove the payload runs")
+        _missing_loader("set MODELGATE_VULNERABLE_HYDRA to a hydra-core<=1.3.2 folder to prove the payload runs")
     return f"import sys; sys.path.insert(0, {_OLD_HYDRA!r}); " + loader
 
 

@@ -57,3 +57,46 @@ def test_an_external_data_file_that_is_a_pickle_keeps_its_findings(tmp_path: Pat
     report = scan_path(tmp_path)
     assert report.verdict == "unsafe"
     assert any(f.global_name == "os.system" for f in report.findings)
+
+
+def test_names_that_are_not_utf8_still_give_a_writable_report(tmp_path: Path) -> None:
+    # tar member names decode with surrogateescape, pickle strings may hold lone surrogates: the
+    # evidence (JSON) must still be written, or the intake errors instead of rejecting.
+    import io
+    import json
+    import tarfile
+
+    evil = payload_pickle()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT, encoding="latin-1") as archive:
+        info = tarfile.TarInfo("mod\xe8le.pkl")
+        info.size = len(evil)
+        archive.addfile(info, io.BytesIO(evil))
+    (tmp_path / "m.tar").write_bytes(out.getvalue())
+    surrogate = b"\x80\x04" + b"\x8c\x03a\xed\xa0\x80".replace(b"\x03", b"\x04") + b"\x8c\x01x\x93)R."
+    (tmp_path / "s.pkl").write_bytes(surrogate)
+    report = scan_path(tmp_path)
+    assert report.verdict == "unsafe"
+    text = json.dumps(report.model_dump(mode="json"), ensure_ascii=False)
+    text.encode("utf-8")  # raises on a lone surrogate
+    assert any(f.global_name == "os.system" for f in report.findings)
+
+
+def test_a_saved_model_folder_s_variables_are_its_tensor_bytes(tmp_path: Path) -> None:
+    from tests.test_scan_code_configs import _saved_model, _serving
+
+    nodes, functions = _serving()
+    (tmp_path / "saved_model.pb").write_bytes(_saved_model(nodes, functions))
+    variables = tmp_path / "variables"
+    variables.mkdir()
+    # An SSTable-like index and a raw float shard, as TensorFlow writes them: no format the scanner reads.
+    (variables / "variables.index").write_bytes(bytes(range(7, 200)) * 3 + b"\x57\xfb\x80\x8b\x24\x75\x47\xdb")
+    (variables / "variables.data-00000-of-00001").write_bytes(np.arange(64, dtype=np.float32).tobytes())
+    (tmp_path / "fingerprint.pb").write_bytes(b"\x08\xd2\x09\x10\x01\x18\x02")
+    report = scan_path(tmp_path)
+    formats = {f.path: f.format for f in report.files}
+    assert report.verdict == "safe", report.findings
+    assert formats["variables/variables.data-00000-of-00001"] == "saved-model-variables"
+    # the same files without the graph that reads them are unrecognized
+    (tmp_path / "saved_model.pb").unlink()
+    assert {f.rule_id for f in scan_path(tmp_path).findings} == {"content.unrecognized"}

@@ -15,6 +15,21 @@ from pathlib import Path
 from modelgate.scan.findings import Category, Finding, Severity
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8: names taken from a hostile file (a tar member's bytes decoded with
+    surrogateescape, a pickle string with a lone surrogate) would make the evidence unwritable."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join(_escape_surrogate(c) if "\ud800" <= c <= "\udfff" else c for c in text)
+    return text
+
+
+def _escape_surrogate(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"  # a raw byte, or a lone half
+
+
 @dataclass(frozen=True)
 class Limits:
     max_depth: int = 4  # nested archives
@@ -45,9 +60,10 @@ class ScanContext:
     format: str | None = None  # a format module may refine its NAME here (e.g. 'pytorch-legacy')
     lenient: bool = False  # raw tensor data: only definite findings count, parse failures mean 'just data'
     members: dict[str, str] = field(default_factory=dict)  # member path -> detected format, shared
-    # Files of the scanned folder this file's loader reads as raw tensor bytes (ONNX external data),
-    # relative to root: the driver judges them as such instead of as unrecognized content.
-    references: list[str] = field(default_factory=list)
+    # Files of the scanned folder this file's loader reads as raw tensor bytes (ONNX external data,
+    # a SavedModel's variables), relative to root, with the format to report them as: the driver
+    # judges them as such instead of as unrecognized content.
+    references: list[tuple[str, str]] = field(default_factory=list)
 
     def add(
         self,
@@ -64,16 +80,17 @@ class ScanContext:
                 rule_id=rule_id,
                 category=category,
                 severity=severity,
-                message=message,
-                file=self.file,
-                member=self.member,
+                message=printable(message),
+                file=printable(self.file),
+                member=None if self.member is None else printable(self.member),
                 offset=offset,
-                global_name=global_name,
+                global_name=None if global_name is None else printable(global_name),
             )
         )
 
     def child(self, member: str) -> ScanContext:
         """Context for an archive member; findings and globals are shared with the parent."""
+        member = printable(member)
         name = member if self.member is None else f"{self.member}!/{member}"
         return ScanContext(
             root=self.root,

@@ -20,7 +20,7 @@ from pathlib import Path
 from modelgate import __version__
 from modelgate.errors import ModelgateError
 from modelgate.scan import formats
-from modelgate.scan.base import Limits, ScanContext
+from modelgate.scan.base import Limits, ScanContext, printable
 from modelgate.scan.findings import Category, FileReport, Finding, ScanReport, Severity
 from modelgate.scan.formats import inert
 from modelgate.scan.pickle_scan import Data
@@ -103,12 +103,12 @@ def _record(ctx: ScanContext, fmt: str) -> str:
 
 def _report(ctx: ScanContext, fmt: str, size: int, sha256: str | None = None) -> FileReport:
     return FileReport(
-        path=ctx.file,
+        path=printable(ctx.file),  # a non-UTF-8 file name: the loader then cannot find it, and refuses
         format=fmt,
         size=size,
         sha256=sha256,
         findings=ctx.findings,
-        globals=sorted(set(ctx.globals))[:_MAX_GLOBALS],
+        globals=sorted({printable(name) for name in ctx.globals})[:_MAX_GLOBALS],
         members=ctx.members,
     )
 
@@ -135,7 +135,9 @@ def _scan_file(root: Path, path: Path, rel: str, limits: Limits, digests: bool) 
     return _scan_file_refs(root, path, rel, limits, digests)[0]
 
 
-def _scan_file_refs(root: Path, path: Path, rel: str, limits: Limits, digests: bool) -> tuple[FileReport, list[str]]:
+def _scan_file_refs(
+    root: Path, path: Path, rel: str, limits: Limits, digests: bool
+) -> tuple[FileReport, list[tuple[str, str]]]:
     """The file's report, and the folder files its loader reads as raw tensor bytes."""
     ctx = ScanContext(root=root, file=rel, limits=limits, nested=dispatch)
     return _scan_into(ctx, path, digests), ctx.references
@@ -182,14 +184,15 @@ def _scan_into(ctx: ScanContext, path: Path, digests: bool) -> FileReport:
     return _report(ctx, fmt, size, sha256)
 
 
-def _judge_external_data(reports: list[FileReport], referenced: set[str]) -> None:
-    """A file an ONNX model of the folder reads as external tensor data is raw numbers to its loader:
-    content no format matched there is ``onnx-external-data``, not unrecognized. Anything that was
-    detected as a format (a pickle, an archive) keeps its own verdict."""
+def _judge_external_data(reports: list[FileReport], referenced: dict[str, str]) -> None:
+    """A file a model of the folder reads as raw tensor bytes (ONNX external data, a SavedModel's
+    variables) is numbers to its loader: content no format matched there gets that format, not
+    unrecognized. Anything that was detected as a format (a pickle, an archive) keeps its verdict."""
     for report in reports:
-        if report.path in referenced and report.format == "unrecognized":
+        label = referenced.get(report.path)
+        if label is not None and report.format == "unrecognized":
             report.findings = [f for f in report.findings if f.rule_id != inert.RULE_ID]
-            report.format = "onnx-external-data"
+            report.format = label
 
 
 def _walk(root: Path) -> list[Path]:
@@ -235,7 +238,7 @@ def scan_path(
         with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="modelgate-scan") as pool:
             scanned = list(pool.map(lambda job: _scan_file_refs(root, job[0], job[1], limits, digests), jobs))
     reports = [report for report, _refs in scanned]
-    _judge_external_data(reports, {ref for _report, refs in scanned for ref in refs})
+    _judge_external_data(reports, {ref: label for _report, refs in scanned for ref, label in refs})
     return ScanReport(
         root=str(path),
         files=reports,

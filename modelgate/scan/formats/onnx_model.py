@@ -175,7 +175,7 @@ def _check_external(tensor: Any, ctx: ScanContext) -> None:
         )
         return
     if ctx.member is None:  # a file of the scanned folder, read by onnx as raw tensor bytes
-        ctx.references.append(target.relative_to(root).as_posix())
+        ctx.references.append((target.relative_to(root).as_posix(), "onnx-external-data"))
 
 
 def scan(data: Data, ctx: ScanContext) -> None:

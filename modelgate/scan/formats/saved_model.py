@@ -19,8 +19,10 @@ config as JSON: it goes through the Keras config check (Lambda layers, custom ob
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from modelgate.scan import keras_config
 from modelgate.scan.base import ScanContext
@@ -346,6 +348,7 @@ def scan(data: Data, ctx: ScanContext) -> None:
         if not any(graph.nodes for graph in graphs):
             ctx.add("saved-model.malformed", Category.MALFORMED, Severity.MEDIUM, "SavedModel without any graph node")
         walker.judge(graphs)
+        _reference_variables(ctx)
     except (_Bad, RecursionError) as exc:
         ctx.add("saved-model.malformed", Category.MALFORMED, Severity.MEDIUM, f"SavedModel protobuf: {exc}")
     if walker.count > _MAX_FINDINGS:
@@ -375,3 +378,24 @@ def _keras_metadata_configs(data: Data, ctx: ScanContext) -> None:
             ctx.add("keras.malformed", Category.MALFORMED, Severity.MEDIUM, f"keras_metadata {path}: not JSON")
             continue
         keras_config.check(config, ctx, root=path)
+
+
+_VARIABLES = re.compile(r"^variables/variables\.(index|data-\d{5}-of-\d{5})$")
+
+
+def _reference_variables(ctx: ScanContext) -> None:
+    """The files TensorFlow reads beside saved_model.pb as tensor data, not code: the checkpoint's
+    index (an SSTable of tensor entries) and its data shards, and the fingerprint."""
+    if ctx.member is not None:
+        return
+    folder = (Path(ctx.root) / ctx.file).parent
+    base = Path(ctx.file).parent
+    if not (folder / "variables").is_dir():
+        names = []
+    else:
+        names = [f"variables/{entry.name}" for entry in (folder / "variables").iterdir() if entry.is_file()]
+    for name in names:
+        if _VARIABLES.match(name):
+            ctx.references.append(((base / name).as_posix(), "saved-model-variables"))
+    if (folder / "fingerprint.pb").is_file():
+        ctx.references.append(((base / "fingerprint.pb").as_posix(), "saved-model-fingerprint"))
