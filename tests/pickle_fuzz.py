@@ -19,6 +19,7 @@ import os
 import pickle
 import random
 import struct
+import time
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,6 +115,8 @@ def recorded_globals(data: bytes) -> dict[str, list[tuple[str, str]]]:
         "c-peek": lambda: _RecordingC(io.BufferedReader(io.BytesIO(data))),  # type: ignore[arg-type]
         "python": lambda: _RecordingPython(io.BytesIO(data[:_MAX_PY_OPS_BYTES])),
     }
+    if _memo_bomb(data):  # the C unpickler would zero a memo array of twice the index: read it the Python way
+        readers = {"python": readers["python"]}
     seen: dict[str, list[tuple[str, str]]] = {}
     for name, make in readers.items():
         unpickler = make()
@@ -124,6 +127,18 @@ def recorded_globals(data: bytes) -> dict[str, list[tuple[str, str]]]:
                 raise
         seen[name] = unpickler.seen
     return seen
+
+
+def _memo_bomb(data: bytes) -> bool:
+    """Whether a memo store with an index >= 2**22 may be read (exactly where the flat index reads
+    to the end; conservatively wherever a candidate store sits otherwise)."""
+    from modelgate.scan import pickle_ops
+    from modelgate.scan.pickle_trace import _BIG_PUT
+
+    if _BIG_PUT.search(data) is None:
+        return False
+    index = pickle_ops.index(data, puts=True)
+    return not index.ok or pickle_ops.largest_put(data, index) >= 1 << 22
 
 
 def allowlisted(module: str, name: str) -> bool:
@@ -163,12 +178,14 @@ class Outcome:
     kind: str
     verdict: str
     escaped: list[tuple[str, str, str]] = field(default_factory=list)  # (reader, module, name) judged safe
+    scan_s: float = 0.0  # the scanner's time alone (the oracle's is not the scanner's)
 
 
 def check(data: bytes, kind: str) -> Outcome:
     """Scan ``data``; for a safe verdict, trace its pickles with the oracle (escapes = failures)."""
+    start = time.perf_counter()
     report = scan_bytes(data, f"fuzz.{kind}")
-    outcome = Outcome(kind, report.verdict)
+    outcome = Outcome(kind, report.verdict, scan_s=time.perf_counter() - start)
     if report.verdict != "safe":
         return outcome
     for stream in _pickle_streams(data):

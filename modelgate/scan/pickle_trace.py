@@ -22,12 +22,16 @@ the same thing (frames) is decided by :mod:`modelgate.scan.pickle_ops`.
 from __future__ import annotations
 
 import _compat_pickle
+import contextlib
 import copyreg
+import gc
 import importlib.util
 import pickle
 import re
 import struct
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -699,9 +703,39 @@ def _message(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
+_GC_LOCK = threading.Lock()
+_gc_pausers = 0
+_gc_was_enabled = False
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while unpicklers build millions of small containers: the
+    collector's passes over them, not the unpickling, would take three quarters of the time.
+    Counted, so scans on several threads switch it back only when the last one is done."""
+    global _gc_pausers, _gc_was_enabled
+    with _GC_LOCK:
+        if _gc_pausers == 0:
+            _gc_was_enabled = gc.isenabled()
+            gc.disable()
+        _gc_pausers += 1
+    try:
+        yield
+    finally:
+        with _GC_LOCK:
+            _gc_pausers -= 1
+            if _gc_pausers == 0 and _gc_was_enabled:
+                gc.enable()
+
+
 def trace(data: Data, start: int = 0, *, python_budget: int = 2_000_000, depth: int = 0) -> WalkResult:
     """Trace the pickle at ``start`` as the C unpickler reads it, and as the Python one does where
     the C one refuses it. The result's ``ok`` means both agree it is a complete stream."""
+    with _gc_paused():
+        return _trace(data, start, python_budget, depth)
+
+
+def _trace(data: Data, start: int, python_budget: int, depth: int) -> WalkResult:
     if _c_available():
         try:
             try:
