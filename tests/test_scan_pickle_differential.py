@@ -196,3 +196,16 @@ def test_big_but_plausible_memo_indices_of_real_pickles_stay_safe() -> None:
     data = pickle.dumps([shared, shared], protocol=2)
     assert b"r" in data
     assert scan_bytes(data, "ok.pkl").verdict == "safe"
+
+
+def test_shared_references_do_not_expand_exponentially() -> None:
+    # [x, x] of [y, y] of ... 60 levels: 121 objects in the pickle, 2**60 paths through them.
+    value: list[object] = []
+    for _ in range(60):
+        value = [value, value]
+    state_holder = pickle.dumps(value, protocol=4)
+    build = b"\x80\x04\x8c\x0bcollections\x94\x8c\x0bOrderedDict\x94\x93\x94)R\x94" + state_holder[2:-1] + b"b."
+    for data in (state_holder, build):
+        report = scan_bytes(data, "shared.pkl")  # as the STOP value, then as a BUILD state
+        assert report.verdict in ("safe", "unsafe")
+    assert scan_bytes(state_holder, "shared.pkl").verdict == "safe"

@@ -45,6 +45,7 @@ _PREFETCH = 1 << 17  # what the C unpickler asks a peekable file for (Modules/_p
 _JOBLIB_WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
 _CODEC_FOLD = {"latin1", "latin-1", "iso-8859-1", "utf-8", "utf8", "ascii"}
 _MAX_SYMBOLIC_DEPTH = 32
+_MAX_SYMBOLIC_NODES = 100_000
 _MAX_KEPT_VALUE = 100_000  # a STOP value larger than this is not kept (only small ones are ever read)
 _NL = re.compile(b"\n")
 _VERDICT_RANK = {Verdict.SAFE: 0, Verdict.UNKNOWN: 1, Verdict.CODE: 2, Verdict.DANGEROUS: 3}
@@ -484,26 +485,50 @@ def _importable_top(module: str) -> bool:
         return False
 
 
-def symbolic(value: object, depth: int = 0) -> object:
-    """A traced value with stubs turned back into :class:`Global` / :class:`Call` records."""
-    if depth > _MAX_SYMBOLIC_DEPTH:
-        return Opaque("a deeply nested value")
-    if isinstance(value, _StubMeta):
-        return value._glob
-    if isinstance(value, _Value):
-        return value.call
-    if isinstance(value, tuple):
-        return tuple(symbolic(v, depth + 1) for v in value)
-    if isinstance(value, list):
-        return [symbolic(v, depth + 1) for v in value]
-    if isinstance(value, dict):
-        out: dict[object, object] = {}
-        for key, item in value.items():
-            out[symbolic(key, depth + 1) if not isinstance(key, _Value | _StubMeta) else key] = symbolic(
-                item, depth + 1
-            )
+def symbolic(value: object, budget: int = _MAX_SYMBOLIC_NODES) -> object:
+    """A traced value with stubs turned back into :class:`Global` / :class:`Call` records.
+
+    Each container is converted once (a pickle shares objects through its memo: ``[x, x]`` of
+    ``[y, y]`` of ... would otherwise expand to 2**depth copies), cycles stay cycles' placeholders,
+    and at most ``budget`` containers are converted (the rest are opaque)."""
+    return _Symbolizer(budget).convert(value, 0)
+
+
+class _Symbolizer:
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.done: dict[int, object] = {}
+
+    def convert(self, value: object, depth: int) -> object:
+        if isinstance(value, _StubMeta):
+            return value._glob
+        if isinstance(value, _Value):
+            return value.call
+        if not isinstance(value, tuple | list | dict):
+            return value
+        known = self.done.get(id(value))
+        if known is not None:
+            return known
+        if depth > _MAX_SYMBOLIC_DEPTH or self.budget <= 0:
+            return Opaque("a deeply nested value")
+        self.budget -= 1
+        self.done[id(value)] = Opaque("a value that contains itself")  # until converted
+        out: object
+        if isinstance(value, tuple):
+            out = tuple(self.convert(v, depth + 1) for v in value)
+        elif isinstance(value, list):
+            out = [self.convert(v, depth + 1) for v in value]
+        else:
+            converted: dict[object, object] = {}
+            for key, item in value.items():
+                new_key = key if isinstance(key, _Value | _StubMeta) else self.convert(key, depth + 1)
+                try:
+                    converted[new_key] = self.convert(item, depth + 1)
+                except TypeError:  # a key that became unhashable (a list in a tuple): not needed
+                    continue
+            out = converted
+        self.done[id(value)] = out
         return out
-    return value
 
 
 def _bytes_of(value: object, depth: int = 0) -> bytes | None:
