@@ -384,19 +384,10 @@ def test_tar_whose_header_is_a_pickle_is_blocked(tmp_path: Path) -> None:
 
 def test_gzip_whose_header_is_also_a_tar_scans_both_views(tmp_path: Path) -> None:
     """gzip's FEXTRA field swallows a tar header: gzip readers see one pickle, tarfile a second member."""
-    body = zlib.compressobj(9, zlib.DEFLATED, -15)
+    from tests.fail_closed_samples import gzip_header_tar
+
     benign = pickle.dumps({"w": 1}, protocol=2)
-    deflated = body.compress(benign) + body.flush() + struct.pack("<LL", zlib.crc32(benign), len(benign))
-    block = bytearray(512)
-    block[:12] = b"\x1f\x8b\x08\x04" + bytes(4) + b"\x00\xff" + struct.pack("<H", 500)
-    block[100:108] = b"0000644\x00"
-    block[108:124] = b"0000000\x00" * 2
-    block[124:136] = b"%011o\x00" % len(deflated)
-    block[136:148] = b"00000000000\x00"
-    block[156:157] = b"0"
-    _checksum(block)
-    first = bytes(block) + deflated + bytes(-len(deflated) % 512)
-    data = first + _tar([("payload.pkl", _evil())])
+    data = gzip_header_tar(benign, _tar([("payload.pkl", _evil())]))
     path = _write(tmp_path, "model.joblib", data)
     assert zlib.decompressobj(31).decompress(data) == benign  # what a gzip reader sees
     report = _assert_malicious_blocked(path, TAR_PICKLE_LOADER, "tar.malformed", "pickle.dangerous-global")

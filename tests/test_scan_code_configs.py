@@ -141,33 +141,9 @@ def test_keras_enable_unsafe_and_lambda_block(tmp_path: Path) -> None:
 
     Keras builds every layer before it calls any, so the unlock alone does not reach the Lambda
     here; the payload is proven with safe_mode=False (what a consumer that trusts the file does)."""
-    import marshal
+    from tests.fail_closed_samples import keras_unlock_and_lambda
 
-    code = compile(f"lambda x: __import__('os').system({PAYLOAD_COMMAND!r}) or x", "<p>", "eval")
-    function = base64.b64encode(marshal.dumps(code.co_consts[0])).decode()
-    lam = _layer(
-        "keras.layers",
-        "Lambda",
-        {
-            "name": "lam",
-            "function": {"class_name": "__lambda__", "config": {"code": function, "defaults": None, "closure": None}},
-            "arguments": {},
-        },
-        "lam",
-        [
-            {
-                "args": [
-                    {
-                        "class_name": "__keras_tensor__",
-                        "config": {"shape": [None, 4], "dtype": "float32", "keras_history": ["input", 0, 0]},
-                    }
-                ],
-                "kwargs": {},
-            }
-        ],
-    )
-    unlock = _call_layer("keras.config", "enable_unsafe_deserialization", {})
-    path = _keras_file(tmp_path / "unlock.keras", _functional([unlock, lam], "lam"))
+    path = _keras_file(tmp_path / "unlock.keras", keras_unlock_and_lambda(PAYLOAD_COMMAND))
     assert runs_payload(path, KERAS_UNSAFE)
     report = scan_path(path)
     rules = {f.rule_id for f in report.findings}

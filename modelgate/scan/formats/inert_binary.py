@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable
 
 from modelgate.scan.pickle_scan import Data
+from modelgate.scan.protobuf_wire import varint
 
 Check = Callable[[Data], "str | None"]
 
@@ -120,33 +121,23 @@ def bmp(data: Data) -> str | None:
     return None
 
 
-def _varint(data: Data, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while pos < len(data) and shift < 70:
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    raise ValueError(f"truncated varint at offset {pos}")
 
 
 def _fields(data: Data, start: int, end: int) -> list[tuple[int, int, int, int]]:
     """(field number, wire type, value start, value end) of one protobuf message; raises ValueError."""
     out, pos = [], start
     while pos < end:
-        tag, pos = _varint(data, pos)
+        tag, pos = varint(data, pos)
         number, wire = tag >> 3, tag & 7
         if number == 0:
             raise ValueError(f"field number 0 at offset {pos}")
         if wire == 0:
             value_start = pos
-            _, pos = _varint(data, pos)
+            _, pos = varint(data, pos)
         elif wire in (1, 5):
             value_start, pos = pos, pos + (8 if wire == 1 else 4)
         elif wire == 2:
-            length, value_start = _varint(data, pos)
+            length, value_start = varint(data, pos)
             pos = value_start + length
         else:
             raise ValueError(f"wire type {wire} at offset {pos}")

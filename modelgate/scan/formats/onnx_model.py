@@ -18,6 +18,7 @@ from typing import Any
 from modelgate.scan.base import ScanContext
 from modelgate.scan.findings import Category, Severity
 from modelgate.scan.pickle_scan import Data
+from modelgate.scan.protobuf_wire import varint
 
 NAME = "onnx"
 STANDARD_DOMAINS = frozenset(
@@ -39,16 +40,6 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 _EXTERNAL = 1  # TensorProto.EXTERNAL
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while pos < len(buf) and shift < 64:
-        byte = buf[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    raise ValueError("truncated varint")
 
 
 def _plain_text(raw: bytes) -> bool:
@@ -63,20 +54,20 @@ def detect(head: bytes) -> bool:
         return False
     fields = 0
     try:
-        ir_version, pos = _varint(head, 1)
+        ir_version, pos = varint(head, 1)
         if not 1 <= ir_version <= 32:
             return False
         fields = 1
         while pos < len(head):
-            tag, pos = _varint(head, pos)
+            tag, pos = varint(head, pos)
             number, wire = tag >> 3, tag & 7
             if _MODEL_FIELDS.get(number) != wire:
                 return False
             fields += 1
             if wire == 0:
-                _, pos = _varint(head, pos)
+                _, pos = varint(head, pos)
             else:
-                length, pos = _varint(head, pos)
+                length, pos = varint(head, pos)
                 if number in _STRING_FIELDS and not _plain_text(head[pos : pos + length]):
                     return False  # e.g. a SavedModel: field 2 there is a MetaGraphDef message
                 pos += length

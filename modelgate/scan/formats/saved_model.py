@@ -28,6 +28,7 @@ from modelgate.scan import keras_config
 from modelgate.scan.base import ScanContext
 from modelgate.scan.findings import Category, Severity
 from modelgate.scan.pickle_scan import Data
+from modelgate.scan.protobuf_wire import varint
 
 NAME = "saved-model"
 _TEXT_STARTS = (b"saved_model_schema_version", b"meta_graphs")
@@ -142,35 +143,25 @@ class _Graph:
     nodes: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
 
 
-class _Bad(Exception):
+class _Bad(ValueError):
     pass
 
 
-def _varint(buf: Data, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while pos < len(buf) and shift < 70:
-        byte = buf[pos]
-        value |= (byte & 0x7F) << shift
-        pos += 1
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-    raise _Bad(f"truncated varint at {pos}")
 
 
 def fields(buf: Data) -> Iterator[tuple[int, int, int | Data]]:
     """(field number, wire type, value) of a protobuf message; raises _Bad if it does not parse."""
     pos = 0
     while pos < len(buf):
-        tag, pos = _varint(buf, pos)
+        tag, pos = varint(buf, pos)
         number, wire = tag >> 3, tag & 7
         if number == 0:
             raise _Bad(f"field number 0 at {pos}")
         if wire == 0:
-            value, pos = _varint(buf, pos)
+            value, pos = varint(buf, pos)
             yield number, wire, value
         elif wire == 2:
-            length, pos = _varint(buf, pos)
+            length, pos = varint(buf, pos)
             if length > len(buf) - pos:
                 raise _Bad(f"length {length} runs past the end at {pos}")
             yield number, wire, buf[pos : pos + length]
@@ -200,7 +191,7 @@ def _is_message(buf: Data, limit: int = 8) -> bool:
             if count >= limit:
                 break
         return True
-    except _Bad:
+    except ValueError:  # _Bad, or a varint cut short
         return len(buf) > 4096  # cut off in the middle: the head parsed
 
 
@@ -220,8 +211,8 @@ def _binary_saved_model(head: bytes) -> bool:
     if head[pos : pos + 1] != b"\x12":
         return False
     try:
-        length, start = _varint(head, pos + 1)
-    except _Bad:
+        length, start = varint(head, pos + 1)
+    except ValueError:
         return False
     inner = head[start : start + length]
     # MetaGraphDef starts with meta_info_def (1) or graph_def (2); MetaInfoDef with a version string,
@@ -349,7 +340,7 @@ def scan(data: Data, ctx: ScanContext) -> None:
             ctx.add("saved-model.malformed", Category.MALFORMED, Severity.MEDIUM, "SavedModel without any graph node")
         walker.judge(graphs)
         _reference_variables(ctx)
-    except (_Bad, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # _Bad, or a varint cut short
         ctx.add("saved-model.malformed", Category.MALFORMED, Severity.MEDIUM, f"SavedModel protobuf: {exc}")
     if walker.count > _MAX_FINDINGS:
         ctx.add(
