@@ -130,15 +130,15 @@ def recorded_globals(data: bytes) -> dict[str, list[tuple[str, str]]]:
 
 
 def _memo_bomb(data: bytes) -> bool:
-    """Whether a memo store with an index >= 2**22 may be read (exactly where the flat index reads
+    """Whether a memo store with a huge index (the scanner's threshold) may be read (exactly where the flat index reads
     to the end; conservatively wherever a candidate store sits otherwise)."""
     from modelgate.scan import pickle_ops
-    from modelgate.scan.pickle_trace import _BIG_PUT
+    from modelgate.scan.pickle_trace import _BIG_PUT, MAX_C_MEMO_INDEX
 
     if _BIG_PUT.search(data) is None:
         return False
     index = pickle_ops.index(data, puts=True)
-    return not index.ok or pickle_ops.largest_put(data, index) >= 1 << 22
+    return not index.ok or pickle_ops.largest_put(data, index) >= MAX_C_MEMO_INDEX
 
 
 def allowlisted(module: str, name: str) -> bool:

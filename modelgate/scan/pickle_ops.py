@@ -102,7 +102,6 @@ class OpIndex:
     error_offset: int | None = None
     frame_problem: str | None = None  # frames the loaders read differently (at ``frame_offset``)
     frame_offset: int | None = None
-    frames: int = 0
     ops: int = 0
     events: dict[int, list[int]] = field(default_factory=dict)  # opcode -> offsets, in stream order
 
@@ -185,7 +184,6 @@ def index(
                     return _frame(result, "FRAME inside an unfinished frame", pos, ops, pos)
                 length = int.from_bytes(data[pos + 1 : pos + 9], "little")
                 pos += 9
-                result.frames += 1
                 if pos + length > size:
                     return _frame(result, f"FRAME of {length} bytes runs past the end of the data", pos - 9, ops, pos)
                 if length:

@@ -158,7 +158,7 @@ _BIG_PUT = re.compile(
     re.DOTALL,
 )
 _MAX_PUT_LINE = 64
-_MAX_C_MEMO_INDEX = 1 << 22
+MAX_C_MEMO_INDEX = 1 << 22  # the C memo would take >= 64 MiB
 
 
 # -- the inert objects the unpickler gets instead of real ones ----------------------------------
@@ -660,14 +660,13 @@ def _memo_bomb(data: Data, start: int, budget: int, depth: int, *, exact: bool) 
     index = pickle_ops.index(data, start, puts=True)
     if index.ok:
         largest = pickle_ops.largest_put(data, index)
-        return (largest, None) if largest >= _MAX_C_MEMO_INDEX else None
-    _result, error, largest = _run_python(data, start, budget, depth)
-    if error is None:
-        return (largest, None) if largest >= _MAX_C_MEMO_INDEX else None
-    if exact or index.frame_problem is not None:
-        return -1, index.frame_problem
-    largest = pickle_ops.largest_put(data, index)
-    return (largest, None) if largest >= _MAX_C_MEMO_INDEX else None
+    else:
+        _result, error, largest = _run_python(data, start, budget, depth)
+        if error is not None:
+            if exact or index.frame_problem is not None:
+                return -1, index.frame_problem
+            largest = pickle_ops.largest_put(data, index)
+    return (largest, None) if largest >= MAX_C_MEMO_INDEX else None
 
 
 def _run_c_guarded(
