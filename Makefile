@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS := 1
 
 .PHONY: install browser-deps run serve test lint typecheck services-up services-down services-status bench clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt tests/loaders/tensorflow-2.21.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[intake,dev]"
@@ -27,6 +27,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-loaders/keras38 keras==3.8.0
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-loaders/keras315 keras==3.15.1
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-loaders/hydra132 hydra-core==1.3.2
+	# TensorFlow 2.21 (CPU, ~1.5 GB with its pinned dependencies) for the SavedModel proofs: real
+	# SavedModels that TensorFlow writes, loads and runs (a WriteFile op really writes).
+	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-loaders/tf221 -r tests/loaders/tensorflow-2.21.txt
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,16 +9,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import click
 
 from modelgate.scan.driver import ScanError, scan_path
 from modelgate.scan.findings import BLOCKING, ScanReport
 from modelgate.scan.listing import location, ordered
-
-if TYPE_CHECKING:
-    from rich.console import Console
+from modelgate.terminal import echo, error_line, safe_text, styled, table
 
 EXIT_SAFE, EXIT_UNSAFE, EXIT_ERROR = 0, 1, 2
 MAX_TABLE_FINDINGS = 50
@@ -34,40 +32,26 @@ def _human_size(size: int) -> str:
     return f"{size} B"
 
 
-def _print_table(report: ScanReport, console: Console) -> None:
-    from rich.table import Table
-
-    files = Table(title=f"modelgate scan: {report.root}", title_justify="left")
-    for column in ("file", "format", "size", "verdict", "findings"):
-        files.add_column(column, justify="right" if column in ("size", "findings") else "left")
-    for f in report.files:
-        verdict = "[green]safe[/green]" if f.verdict == "safe" else "[red]unsafe[/red]"
-        files.add_row(f.path, f.format, _human_size(f.size), verdict, str(len(f.findings)))
-    console.print(files)
+def _print_table(report: ScanReport) -> None:
+    """The files as a table, then each finding on its own lines (messages are long), as plain text."""
+    out = sys.stdout
+    rows = [[f.path, f.format, _human_size(f.size), f.verdict, str(len(f.findings))] for f in report.files]
+    styles = [[None, None, None, "green" if f.verdict == "safe" else "red", None] for f in report.files]
+    headers = ("file", "format", "size", "verdict", "findings")
+    echo(table(headers, rows, title=f"modelgate scan: {report.root}", right=("size", "findings"), styles=styles))
     findings = ordered(report.findings)
     if findings:
-        table = Table(title="findings", title_justify="left")
-        for column in ("severity", "rule", "where", "global", "message"):
-            table.add_column(column, overflow="fold")
-        for finding in findings[:MAX_TABLE_FINDINGS]:
-            severity = finding.severity.value
-            table.add_row(
-                f"[{_STYLE[severity]}]{severity}[/{_STYLE[severity]}]",
-                finding.rule_id,
-                location(finding),
-                finding.global_name or "",
-                finding.message,
-            )
-        console.print(table)
-        if len(findings) > MAX_TABLE_FINDINGS:
-            console.print(f"... and {len(findings) - MAX_TABLE_FINDINGS} more (use --json or --sarif for all)")
+        echo("findings:")
+    for finding in findings[:MAX_TABLE_FINDINGS]:
+        severity = finding.severity.value
+        where = location(finding) + (f"  {finding.global_name}" if finding.global_name else "")
+        echo(f"  {styled(f'{severity:8}', _STYLE[severity], out)} {finding.rule_id}  {safe_text(where)}")
+        echo(f"           {safe_text(finding.message)}")
+    if len(findings) > MAX_TABLE_FINDINGS:
+        echo(f"... and {len(findings) - MAX_TABLE_FINDINGS} more (use --json or --sarif for all)")
     blocking = sum(1 for f in findings if f.category in BLOCKING)
-    colour = "green" if report.verdict == "safe" else "red"
-    console.print(
-        f"verdict: [{colour}]{report.verdict}[/{colour}]  files: {len(report.files)}  "
-        f"blocking findings: {blocking}  ({report.duration_s:.2f} s)",
-        highlight=False,
-    )
+    verdict = styled(report.verdict, "green" if report.verdict == "safe" else "red", out)
+    echo(f"verdict: {verdict}  files: {len(report.files)}  blocking findings: {blocking}  ({report.duration_s:.2f} s)")
 
 
 @click.command("scan")
@@ -96,15 +80,11 @@ def scan_command(path: Path, sarif_path: Path | None, as_json: bool, workers: in
         payload = {"verdict": report.verdict, "counts": report.counts(), **report.model_dump(mode="json")}
         click.echo(json.dumps(payload, indent=2))
     else:
-        from rich.console import Console
-
-        _print_table(report, Console())
+        _print_table(report)
     sys.exit(EXIT_SAFE if report.verdict == "safe" else EXIT_UNSAFE)
 
 
 def _error(message: str) -> NoReturn:
-    """One red error line on stderr, exit 2 (rich is imported only on this path and for the table)."""
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    """One error line on stderr (plain text), exit 2."""
+    error_line(message)
     sys.exit(EXIT_ERROR)

@@ -125,16 +125,24 @@ def test_scan_command_imports_no_heavy_module(tmp_path: Path, make, loader: str,
         assert json.loads((tmp_path / "out.sarif").read_text())["version"] == "2.1.0"
 
 
-def test_json_output_needs_no_rich(tmp_path: Path) -> None:
-    """Machine output (CI) skips the console library altogether; the table still uses it."""
+def test_output_needs_no_console_library(tmp_path: Path) -> None:
+    """Neither the table nor the JSON pulls in rich, and a safetensors scan skips the pickle machinery."""
     path = _tiny_safetensors(tmp_path)
-    code, modules, stdout = _run_scan(tmp_path, ["scan", str(path), "--json"])
+    for flags in ([], ["--json"]):
+        code, modules, stdout = _run_scan(tmp_path, ["scan", str(path), *flags])
+        assert code == 0
+        assert "safe" in stdout
+        assert _heavy(modules, ("rich",)) == []
+        assert "modelgate.scan.pickle_trace" not in modules and "hashlib" not in modules
+
+
+def test_pickle_scan_loads_the_pickle_machinery(tmp_path: Path) -> None:
+    """The probe above can fail: a pickle does bring in the tracer (and --digests brings hashlib)."""
+    path = tmp_path / "plain.pkl"
+    path.write_bytes(pickle.dumps({"a": [1, 2]}))
+    code, modules, _ = _run_scan(tmp_path, ["scan", str(path), "--digests"])
     assert code == 0
-    assert json.loads(stdout)["verdict"] == "safe"
-    assert _heavy(modules, ("rich",)) == []
-    code, modules, stdout = _run_scan(tmp_path, ["scan", str(path)])
-    assert code == 0 and "verdict: safe" in stdout
-    assert "rich.table" in modules
+    assert "modelgate.scan.pickle_trace" in modules and "hashlib" in modules
 
 
 def test_probe_sees_a_heavy_import(tmp_path: Path) -> None:

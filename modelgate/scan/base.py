@@ -14,6 +14,9 @@ from pathlib import Path
 
 from modelgate.scan.findings import Category, Finding, Severity
 
+Data = bytes | memoryview
+"""What every scanner reads: the mapped file or a slice of it (never a copy of a big file)."""
+
 
 def printable(text: str) -> str:
     """``text`` as valid UTF-8: names taken from a hostile file (a tar member's bytes decoded with

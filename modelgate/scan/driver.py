@@ -8,7 +8,6 @@ parallel: the heavy parts (CRC, inflate, h5py, protobuf) release the GIL.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import mmap
 import os
 import re
@@ -20,10 +19,9 @@ from pathlib import Path
 from modelgate import __version__
 from modelgate.errors import ModelgateError
 from modelgate.scan import formats
-from modelgate.scan.base import Limits, ScanContext, printable
+from modelgate.scan.base import Data, Limits, ScanContext, printable
 from modelgate.scan.findings import Category, FileReport, Finding, ScanReport, Severity
 from modelgate.scan.formats import inert
-from modelgate.scan.pickle_scan import Data
 
 SCANNER_VERSION = f"modelgate-scan {__version__}"
 _MAX_GLOBALS = 1000
@@ -125,6 +123,8 @@ def scan_bytes(
 
 def _digest(data: Data) -> str:
     """'sha256:<hex>' of exactly the bytes scanned: the safe loader refuses any other bytes."""
+    import hashlib  # only with --digests (loading OpenSSL costs start-up time)
+
     hasher = hashlib.sha256()
     for start in range(0, len(data), _HASH_CHUNK):  # chunks: a mapped file is paged in as it goes
         hasher.update(data[start : start + _HASH_CHUNK])

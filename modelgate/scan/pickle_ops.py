@@ -246,3 +246,8 @@ def largest_put(data: Data, result: OpIndex) -> int:
 def count_ops(data: Data, start: int = 0) -> int:
     """How many opcodes the stream at ``start`` has up to its STOP (benchmarks)."""
     return index(data, start).ops
+
+
+def first_opcode_ok(data: bytes | memoryview, start: int = 0) -> bool:
+    """Whether the byte at ``start`` is a pickle opcode at all (cheap pre-check)."""
+    return start < len(data) and data[start] in OPCODES

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 
 from modelgate.scan import pickle_ops
+from modelgate.scan.base import Data
 from modelgate.scan.findings import Category, Severity
+from modelgate.scan.pickle_ops import first_opcode_ok
 from modelgate.scan.pickle_trace import (
     Call,
     Global,
@@ -24,8 +26,6 @@ from modelgate.scan.pickle_trace import (
     describe,
     trace,
 )
-
-Data = bytes | memoryview
 
 _FRAME_BYTE = re.compile(b"\\x95")
 
@@ -100,11 +100,6 @@ def _place_issues(result: WalkResult, index: pickle_ops.OpIndex) -> None:
             calls = cache[pickle_ops.CALL_OPS] = index.offsets(pickle_ops.CALL_OPS)
         if nested.offset < len(calls):
             nested.offset = calls[nested.offset]
-
-
-def first_opcode_ok(data: Data, start: int = 0) -> bool:
-    """Whether the byte at ``start`` is a pickle opcode at all (cheap pre-check)."""
-    return start < len(data) and data[start] in pickle_ops.OPCODES
 
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from modelgate.scan import zipwalk
-from modelgate.scan.base import ScanContext
+from modelgate.scan.base import Data, ScanContext
 from modelgate.scan.formats import (
     compressed,
     gguf,
@@ -23,7 +23,6 @@ from modelgate.scan.formats import (
     tar_archive,
     zip_archive,
 )
-from modelgate.scan.pickle_scan import Data
 
 HEAD_BYTES = 4096
 

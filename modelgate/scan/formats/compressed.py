@@ -19,9 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from modelgate.scan.base import ScanContext
+from modelgate.scan.base import Data, ScanContext
 from modelgate.scan.findings import Category, Severity
-from modelgate.scan.pickle_scan import Data
 
 NAME = "compressed"
 _ONE_MIB = 1 << 20

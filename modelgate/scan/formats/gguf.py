@@ -11,10 +11,8 @@ from __future__ import annotations
 import math
 import struct
 
-from modelgate.scan import jinja_template
-from modelgate.scan.base import ScanContext
+from modelgate.scan.base import Data, ScanContext
 from modelgate.scan.findings import Category, Severity
-from modelgate.scan.pickle_scan import Data
 
 NAME = "gguf"
 MAGIC = b"GGUF"
@@ -149,6 +147,8 @@ def _header(data: Data) -> tuple[_Reader, int, int, int]:
 
 def _check_template(key: str, template: str, offset: int, ctx: ScanContext) -> None:
     """Judge the parsed Jinja AST (see jinja_template): never rendered, never matched by regex."""
+    from modelgate.scan import jinja_template
+
     for issue in jinja_template.check_template(template):
         dangerous = issue.category is Category.DANGEROUS
         ctx.add(

@@ -12,10 +12,8 @@ import io
 import json
 from typing import Any
 
-from modelgate.scan import keras_config
-from modelgate.scan.base import ScanContext
+from modelgate.scan.base import Data, ScanContext
 from modelgate.scan.findings import Category, Severity
-from modelgate.scan.pickle_scan import Data
 
 NAME = "hdf5"
 MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -88,6 +86,8 @@ def _check_links(handle: Any, ctx: ScanContext) -> None:
 
 def scan(data: Data, ctx: ScanContext) -> None:
     import h5py
+
+    from modelgate.scan import keras_config
 
     view = ViewFile(data)
     try:

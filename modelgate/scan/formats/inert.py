@@ -18,10 +18,9 @@ import json
 import re
 from collections.abc import Callable
 
-from modelgate.scan.base import ScanContext
+from modelgate.scan.base import Data, ScanContext
 from modelgate.scan.findings import Category, Severity
 from modelgate.scan.formats import inert_binary, magic, safetensors
-from modelgate.scan.pickle_scan import Data
 
 RULE_ID = "content.unrecognized"
 MAX_JSON_BYTES = 64 << 20  # larger JSON is still read as text

@@ -13,7 +13,7 @@ import struct
 import zlib
 from collections.abc import Callable
 
-from modelgate.scan.pickle_scan import Data
+from modelgate.scan.base import Data
 from modelgate.scan.protobuf_wire import varint
 
 Check = Callable[[Data], "str | None"]

@@ -12,10 +12,8 @@ import math
 import re
 import struct
 
-from modelgate.scan.base import ScanContext
+from modelgate.scan.base import Data, ScanContext
 from modelgate.scan.findings import Category, Severity
-from modelgate.scan.pickle_report import scan_stream
-from modelgate.scan.pickle_scan import Data
 
 NAME = "numpy"
 MAGIC = b"\x93NUMPY"
@@ -105,6 +103,8 @@ def scan(data: Data, ctx: ScanContext) -> None:
             "object array: its data is a pickle (loading needs allow_pickle=True); the pickle is scanned",
             offset=start,
         )
+        from modelgate.scan.pickle_report import scan_stream  # object arrays only
+
         scan_stream(data, ctx, start)
         return
     expected = math.prod(shape) * size

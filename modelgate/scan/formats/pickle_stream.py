@@ -9,11 +9,10 @@ judged like any content no format matched: inert (text, JSON, ...) or unrecogniz
 
 from __future__ import annotations
 
-from modelgate.scan import torch_legacy, zipwalk
-from modelgate.scan.base import ScanContext
+from modelgate.scan import zipwalk
+from modelgate.scan.base import Data, ScanContext
 from modelgate.scan.findings import Category, Severity
-from modelgate.scan.pickle_report import is_pickle, malformed, report, scan_stacked
-from modelgate.scan.pickle_scan import Data, first_opcode_ok, walk
+from modelgate.scan.pickle_ops import first_opcode_ok
 
 NAME = "pickle"
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -32,6 +31,11 @@ def _not_a_pickle(data: Data, ctx: ScanContext) -> None:
 
 
 def scan(data: Data, ctx: ScanContext) -> None:
+    # Imported on use: a scan of a file of another format starts without the pickle machinery.
+    from modelgate.scan import torch_legacy
+    from modelgate.scan.pickle_report import is_pickle, malformed, report, scan_stacked
+    from modelgate.scan.pickle_scan import walk
+
     limits = ctx.limits
     max_ops = limits.max_data_probe_ops if ctx.lenient else limits.max_pickle_ops
     first = walk(data, 0, max_ops=max_ops)

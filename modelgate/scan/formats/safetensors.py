@@ -12,9 +12,8 @@ import json
 import math
 import struct
 
-from modelgate.scan.base import ScanContext
+from modelgate.scan.base import Data, ScanContext
 from modelgate.scan.findings import Category, Severity
-from modelgate.scan.pickle_scan import Data
 
 NAME = "safetensors"
 # bits per element of every dtype the safetensors specification names

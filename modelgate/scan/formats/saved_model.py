@@ -24,10 +24,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelgate.scan import keras_config
-from modelgate.scan.base import ScanContext
+from modelgate.scan.base import Data, ScanContext
 from modelgate.scan.findings import Category, Severity
-from modelgate.scan.pickle_scan import Data
 from modelgate.scan.protobuf_wire import varint
 
 NAME = "saved-model"
@@ -185,14 +183,18 @@ def _text(buf: Data) -> str:
     return bytes(buf).decode("utf-8", "replace")
 
 
-def _is_message(buf: Data, limit: int = 8) -> bool:
+def _is_message(buf: Data, limit: int = 8, cut: bool = False) -> bool:
+    """Whether ``buf`` starts with ``limit`` well-formed fields; with ``cut`` (``buf`` ends where the
+    head was cut off, not where the message ends) a field that runs past the end still counts."""
     try:
-        for count, _ in enumerate(fields(buf[:4096] if len(buf) > 4096 else buf)):
+        for count, _ in enumerate(fields(buf)):
             if count >= limit:
                 break
         return True
-    except ValueError:  # _Bad, or a varint cut short
-        return len(buf) > 4096  # cut off in the middle: the head parsed
+    except _Bad as exc:
+        return cut and "past the end" in str(exc)
+    except ValueError:  # a varint cut short
+        return cut
 
 
 def detect(head: bytes) -> bool:
@@ -212,12 +214,17 @@ def _binary_saved_model(head: bytes) -> bool:
         return False
     try:
         length, start = varint(head, pos + 1)
+        inner = head[start : start + length]
+        # MetaGraphDef starts with meta_info_def (1) or graph_def (2); MetaInfoDef with a version string,
+        # an OpList or tags: an ONNX producer_name would have to start with a newline byte.
+        if not inner or inner[0] not in (0x0A, 0x12):
+            return False
+        sub_length, sub_start = varint(inner, 1)
     except ValueError:
         return False
-    inner = head[start : start + length]
-    # MetaGraphDef starts with meta_info_def (1) or graph_def (2); MetaInfoDef with a version string,
-    # an OpList or tags: an ONNX producer_name would have to start with a newline byte.
-    return bool(inner) and inner[0] in (0x0A, 0x12) and _is_message(inner[2:] if len(inner) > 2 else b"", 3)
+    sub = inner[sub_start : sub_start + sub_length]
+    cut = sub_start + sub_length > len(inner)
+    return bool(sub) and _is_message(sub, 3, cut=cut)
 
 
 def _keras_metadata(head: bytes) -> bool:
@@ -353,6 +360,8 @@ def scan(data: Data, ctx: ScanContext) -> None:
 
 def _keras_metadata_configs(data: Data, ctx: ScanContext) -> None:
     """keras_metadata.pb: SavedMetadata{1: SavedObject{3: node_path, 4: identifier, 5: metadata JSON}}."""
+    from modelgate.scan import keras_config
+
     for index, node in enumerate(_sub(data, 1)):
         path, metadata = f"nodes[{index}]", None
         for num, wire, value in fields(node):

@@ -12,11 +12,10 @@ from __future__ import annotations
 import tarfile
 from typing import TYPE_CHECKING
 
-from modelgate.scan.base import ScanContext
+from modelgate.scan.base import Data, ScanContext
 from modelgate.scan.findings import Category, Severity
 from modelgate.scan.formats.hdf5 import ViewFile
-from modelgate.scan.pickle_report import is_pickle
-from modelgate.scan.pickle_scan import Data, first_opcode_ok, walk
+from modelgate.scan.pickle_ops import first_opcode_ok
 from modelgate.scan.zipwalk import unsafe_name
 
 if TYPE_CHECKING:
@@ -110,6 +109,9 @@ def _check_end(data: Data, end: int, ctx: ScanContext) -> None:
 
 def _check_pickle_head(data: Data, ctx: ScanContext) -> None:
     """A header whose name field is a pickle: ``pickle.load`` / ``joblib.load`` run it, ``tarfile`` does not."""
+    from modelgate.scan.pickle_report import is_pickle
+    from modelgate.scan.pickle_scan import walk
+
     if not first_opcode_ok(data):
         return
     result = walk(data, 0, max_ops=ctx.limits.max_data_probe_ops)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 import posixpath
 
-from modelgate.scan import keras_config, torch_zip, zipwalk
-from modelgate.scan.base import ScanContext
+from modelgate.scan import zipwalk
+from modelgate.scan.base import Data, ScanContext
 from modelgate.scan.findings import Category, Severity
-from modelgate.scan.pickle_scan import Data
 
 NAME = "zip"
 _PICKLE_KINDS = {"pickle", "pytorch-legacy", "joblib"}
@@ -26,6 +25,8 @@ def detect(head: bytes) -> bool:
 
 
 def scan(data: Data, ctx: ScanContext) -> None:
+    from modelgate.scan import torch_zip  # the pickle machinery, only for a zip
+
     directory = zipwalk.read_directory(data, ctx.limits)
     reported = _report(directory, 0, ctx)
     if not directory.ok:
@@ -72,6 +73,8 @@ def _report(directory: zipwalk.ZipDirectory, start: int, ctx: ScanContext) -> in
 
 
 def _kind(formats: dict[str, str], ctx: ScanContext) -> str:
+    from modelgate.scan import torch_zip
+
     names = list(formats)
     code = torch_zip.code_members(names)
     if code:
@@ -85,6 +88,8 @@ def _kind(formats: dict[str, str], ctx: ScanContext) -> str:
 
 
 def _check_keras(raw: bytes, ctx: ScanContext) -> bool:
+    from modelgate.scan import keras_config
+
     try:
         config = json.loads(raw)
     except (ValueError, RecursionError):

@@ -1,0 +1,106 @@
+"""Plain-text terminal output: messages are text, never console markup.
+
+Brackets, backslashes and anything else a path or an error message holds are printed exactly
+as they are (``/tmp/no[/x]file`` stays ``/tmp/no[/x]file``). Colour is ANSI, only on a
+terminal and never under ``NO_COLOR``; tables are drawn here in a few lines, so the scan
+path starts without importing rich.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import unicodedata
+from collections.abc import Sequence
+from typing import TextIO
+
+_ANSI = {
+    "bold": "1",
+    "dim": "2",
+    "red": "31",
+    "green": "32",
+    "yellow": "33",
+    "cyan": "36",
+    "bold red": "1;31",
+}
+
+
+def colour_enabled(stream: TextIO) -> bool:
+    """ANSI colour only on a terminal and only when neither NO_COLOR nor TERM=dumb asks otherwise."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def styled(text: str, style: str, stream: TextIO) -> str:
+    """``text`` wrapped in the ANSI codes of ``style`` when ``stream`` shows colour."""
+    code = _ANSI.get(style)
+    if not code or not colour_enabled(stream):
+        return text
+    return f"\x1b[{code}m{text}\x1b[0m"
+
+
+def safe_text(text: str) -> str:
+    """``text`` with control characters (ANSI escapes from a hostile file name) made visible."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in "\t" else repr(c)[1:-1] for c in text)
+
+
+def echo(message: str, stream: TextIO | None = None) -> None:
+    """Print ``message`` exactly as text (stdout by default)."""
+    out = stream if stream is not None else sys.stdout
+    out.write(message + "\n")
+    out.flush()
+
+
+def error_line(message: str) -> None:
+    """``error: <message>`` on stderr, one line, the message as plain text."""
+    text = safe_text(" ".join(message.split("\n")).strip() or "unknown error")
+    echo(f"{styled('error:', 'red', sys.stderr)} {text}", sys.stderr)
+
+
+def width(text: str) -> int:
+    """Columns ``text`` takes on a terminal (East Asian wide characters take two)."""
+    if text.isascii():
+        return len(text)
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _pad(text: str, size: int, right: bool) -> str:
+    gap = " " * (size - width(text))
+    return gap + text if right else text + gap
+
+
+def table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    title: str | None = None,
+    right: Sequence[str] = (),
+    styles: Sequence[Sequence[str | None]] | None = None,
+    stream: TextIO | None = None,
+) -> str:
+    """A boxed table as one string; ``styles[r][c]`` colours a cell on a terminal only."""
+    out = stream if stream is not None else sys.stdout
+    cells = [[safe_text(str(c)) for c in row] for row in rows]
+    sizes = [max([width(h), *(width(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+    aligned = [h in right for h in headers]
+
+    def line(left: str, mid: str, end: str) -> str:
+        return left + mid.join("─" * (s + 2) for s in sizes) + end
+
+    def row_text(values: Sequence[str], row_styles: Sequence[str | None] | None) -> str:
+        parts = []
+        for i, value in enumerate(values):
+            text = _pad(value, sizes[i], aligned[i])
+            style = row_styles[i] if row_styles else None
+            parts.append(f" {styled(text, style, out) if style else text} ")
+        return "│" + "│".join(parts) + "│"
+
+    lines = [safe_text(title)] if title else []
+    lines += [line("┌", "┬", "┐"), row_text(headers, None), line("├", "┼", "┤")]
+    lines += [row_text(row, styles[r] if styles else None) for r, row in enumerate(cells)]
+    lines.append(line("└", "┴", "┘"))
+    return "\n".join(lines)
