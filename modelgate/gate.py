@@ -1,6 +1,7 @@
 """The policy gate: flatten the run's evidence, evaluate the policy, write the decision.
 
-Fails closed: a stage that errored, a missing metric or a broken policy rejects.
+Fails closed: a stage that errored makes the decision ``error`` (never approved, whatever the
+rules' actions); a missing metric rejects; a broken policy is a gate ``error`` with no decision.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from modelgate.errors import ModelgateError
 from modelgate.evidence import MetricValue, StageEvidence, Status, run_stage
 from modelgate.policy import evaluate, load_policy, load_waivers
+from modelgate.policy.engine import STAGE_PREFIX
 from modelgate.policy.decision import Decision, make_decision
 
 
@@ -19,7 +21,7 @@ def flatten_evidence(stages: Mapping[str, StageEvidence]) -> dict[str, MetricVal
     """One flat mapping the rules read: every stage's metrics plus ``stages.<name>`` = status."""
     flat: dict[str, MetricValue] = {}
     for name, evidence in stages.items():
-        flat[f"stages.{name}"] = evidence.status.value
+        flat[f"{STAGE_PREFIX}{name}"] = evidence.status.value
         flat.update(evidence.metrics)
     return flat
 
@@ -60,7 +62,12 @@ def gate_stage(
             stage="gate",
             status=Status.PASS if result.approved else Status.FAIL,
             reason=None if result.approved else "; ".join(result.reasons),
-            metrics={"gate.approved": result.approved, "gate.failed_rules": list(result.failed_rules)},
+            metrics={
+                "gate.approved": result.approved,
+                "gate.decision": result.decision,
+                "gate.failed_rules": list(result.failed_rules),
+                "gate.errored_stages": list(result.errored_stages),
+            },
             inputs={"policy": policy.digest},
         )
 

@@ -11,7 +11,7 @@ def _cell(value: object) -> str:
 
 def decision_markdown(decision: Decision) -> str:
     """Decision, reasons, every rule with the values it saw, waivers, and the evidence digests."""
-    icon = "✅" if decision.approved else "❌"
+    icon = {"approved": "✅", "rejected": "❌"}.get(decision.decision, "⚠️")
     lines = [
         f"# {icon} {decision.model.name} {decision.model.version}: **{decision.decision.upper()}**",
         "",
@@ -21,7 +21,10 @@ def decision_markdown(decision: Decision) -> str:
         "",
     ]
     if decision.reasons:
-        lines += ["## Why it was rejected", "", *[f"- {_cell(r)}" for r in decision.reasons], ""]
+        why = "## Why it was rejected" if decision.decision == "rejected" else "## Why there is no decision (error)"
+        lines += [why, "", *[f"- {_cell(r)}" for r in decision.reasons], ""]
+    if decision.decision == "error":
+        lines += ["A stage that errored cannot be judged: nothing is published. Fix the cause and re-run.", ""]
     if decision.warnings:
         lines += ["## Warnings (audit rules)", "", *[f"- {_cell(w)}" for w in decision.warnings], ""]
     lines += ["## Rules", "", "| rule | severity | action | verdict | saw |", "|---|---|---|---|---|"]

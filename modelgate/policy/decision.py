@@ -34,7 +34,7 @@ class Decision(BaseModel):
 
     api_version: Literal["modelgate.dev/v1"] = "modelgate.dev/v1"
     kind: Literal["IntakeDecision"] = "IntakeDecision"
-    decision: Literal["approved", "rejected"]
+    decision: Literal["approved", "rejected", "error"]
     model: ModelRef
     policy: PolicyRef
     rules: list[RuleVerdict]
@@ -65,7 +65,7 @@ def make_decision(
 ) -> Decision:
     """Bind a policy result to the model, the policy bytes and the evidence it was decided on."""
     return Decision(
-        decision="approved" if result.approved else "rejected",
+        decision=result.decision,
         model=ModelRef(name=name, version=version, root_digest=root_digest),
         policy=PolicyRef(name=policy.name, path=str(policy.path), digest=policy.digest),
         rules=result.verdicts,

@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -61,10 +62,16 @@ class WaiverConsideration(BaseModel):
     expires: datetime
 
 
+STAGE_PREFIX = "stages."
+
+
 class PolicyResult(BaseModel):
-    """The gate's outcome: approved iff no failed, unwaived rule has failureAction Enforce."""
+    """The gate's outcome: ``error`` when a stage errored (whatever the rules say: a stage that could
+    not run cannot be judged, not even by an Audit rule); else approved iff no failed, unwaived rule
+    has failureAction Enforce."""
 
     approved: bool
+    errored_stages: list[str] = Field(default_factory=list, description="Stages whose status is error.")
     policy: str
     verdicts: list[RuleVerdict]
     waivers_considered: list[WaiverConsideration] = Field(default_factory=list)
@@ -72,7 +79,13 @@ class PolicyResult(BaseModel):
     rejected_rules: list[str] = Field(default_factory=list, description="Failed, not waived, Enforce.")
     waived_rules: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list, description="One line per failed, unwaived Audit rule.")
-    reasons: list[str] = Field(default_factory=list, description="One line per rejecting rule.")
+    reasons: list[str] = Field(default_factory=list, description="One line per errored stage and rejecting rule.")
+
+    @property
+    def decision(self) -> Literal["approved", "rejected", "error"]:
+        if self.errored_stages:
+            return "error"
+        return "approved" if self.approved else "rejected"
 
 
 @dataclass
@@ -330,8 +343,10 @@ def evaluate(
     failed = [v for v in verdicts if not v.passed and not v.waived]
     rejecting = [v for v in failed if v.rejects]
     audit = [v for v in failed if not v.rejects]
+    errored = errored_stages(evidence)
     return PolicyResult(
-        approved=not rejecting,
+        approved=not rejecting and not errored,
+        errored_stages=errored,
         policy=policy.name,
         verdicts=verdicts,
         waivers_considered=considered,
@@ -339,5 +354,10 @@ def evaluate(
         rejected_rules=[v.id for v in rejecting],
         waived_rules=[v.id for v in verdicts if v.waived],
         warnings=[v.one_line() for v in audit],
-        reasons=[v.one_line() for v in rejecting],
+        reasons=[f"stage {s} errored: the run cannot be judged" for s in errored] + [v.one_line() for v in rejecting],
     )
+
+
+def errored_stages(evidence: Mapping[str, MetricValue]) -> list[str]:
+    """The stages whose ``stages.<name>`` status is ``error``, in evidence order."""
+    return [k.removeprefix(STAGE_PREFIX) for k, v in evidence.items() if k.startswith(STAGE_PREFIX) and v == "error"]

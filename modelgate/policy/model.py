@@ -138,7 +138,7 @@ class WaiverDocument(_Doc):
 
 
 class Expectation(_Doc):
-    decision: Literal["approved", "rejected"]
+    decision: Literal["approved", "rejected", "error"]
     failed_rules: list[str] | None = Field(default=None, alias="failedRules")
     waived_rules: list[str] | None = Field(default=None, alias="waivedRules")
 

@@ -77,7 +77,7 @@ def _inline_waiver(doc: WaiverDocument, path: Path) -> LoadedWaiver:
 
 def _got(result: PolicyResult) -> dict[str, Any]:
     return {
-        "decision": "approved" if result.approved else "rejected",
+        "decision": result.decision,
         "failedRules": sorted(result.failed_rules),
         "waivedRules": sorted(result.waived_rules),
     }
