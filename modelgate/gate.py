@@ -13,8 +13,8 @@ from pathlib import Path
 from modelgate.errors import ModelgateError
 from modelgate.evidence import MetricValue, StageEvidence, Status, run_stage
 from modelgate.policy import evaluate, load_policy, load_waivers
-from modelgate.policy.engine import STAGE_PREFIX
 from modelgate.policy.decision import Decision, make_decision
+from modelgate.policy.engine import STAGE_PREFIX
 
 
 def flatten_evidence(stages: Mapping[str, StageEvidence]) -> dict[str, MetricValue]:

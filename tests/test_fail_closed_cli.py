@@ -97,7 +97,8 @@ def test_errored_evaluation_is_error_everywhere_and_unpublished(
     assert "ERROR" in (folder / "report.md").read_text()
 
     with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["intake-errored-cnn"])))
+        keys = ArtifactFilterKey(any_=["intake-errored-cnn"])
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=keys))
     assert found and "**ERROR**" in str(found[0].data)
     assert found[0].description is not None and found[0].description.endswith(": error")
 
