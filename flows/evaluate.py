@@ -27,9 +27,12 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.concurrency.sync import concurrency
+from prefect.runtime import flow_run
 
 from flows.privacy_artifacts import publish_privacy_artifacts
+from modelgate import run_owner
 from modelgate.evidence import StageEvidence, Status, write_evidence
+from modelgate.settings import load_settings
 from modelgate.task_runners import evaluation_task_runner
 from tasks.evaluate.privacy.stage import (
     FORENSICS,
@@ -56,6 +59,9 @@ from tasks.load import EvaluationRefused, prepare_for_evaluation
 
 IMAGE_TASK, TEXT_TASK = "image-classification", "text-generation"
 GPU_LIMIT = "tag:gpu"  # the limit `modelgate serve` creates (`prefect concurrency-limit create gpu 1`)
+# The slot's lease, renewed every 3/4 of it while the evaluation runs: a process killed mid-evaluation
+# frees its slot within this plus the server's repossessor loop (15 s), not Prefect's default 300 s.
+GPU_LEASE_S = 60.0  # the server refuses shorter leases
 # Every evaluation stage, in the order the subflow runs them; each task runs the ones that apply.
 STAGES = (BACKDOOR, ADVERSARIAL, MEMBERSHIP, PRIVACY, FORENSICS, INVERSION, LEAKAGE)
 APPLIES: dict[str, tuple[str, ...]] = {
@@ -85,8 +91,28 @@ def evaluate(
     ``params`` overrides ``params.yaml``'s ``evaluate:`` section (section by section);
     ``reference_dir`` is the trusted checkpoint the privacy audit and weight forensics compare with.
     """
-    logger = get_run_logger()
     settings = merge_params(params, base=load_params())
+    home = load_settings().home
+    run_id = str(flow_run.get_id() or "")
+    if run_id:  # a run whose process dies is reaped as Crashed by the next intake (modelgate/run_owner.py)
+        run_owner.record(home, run_id)
+    try:
+        return _evaluate(model_dir, model_task, eval_data, out_dir, settings, model_name, reference_dir)
+    finally:
+        if run_id:
+            run_owner.forget(home, run_id)
+
+
+def _evaluate(
+    model_dir: str,
+    model_task: str,
+    eval_data: str,
+    out_dir: str,
+    settings: dict[str, Any],
+    model_name: str | None,
+    reference_dir: str | None,
+) -> dict[str, StageEvidence]:
+    logger = get_run_logger()
     name = model_name or Path(model_dir).name  # before model_dir may become the loaded copy
     applies = APPLIES.get(model_task, ())
     results = {
@@ -134,7 +160,7 @@ def gpu_slot() -> Iterator[None]:
     except ObjectNotFound:
         yield
         return
-    with concurrency(GPU_LIMIT, occupy=1, strict=False):
+    with concurrency(GPU_LIMIT, occupy=1, strict=False, lease_duration=GPU_LEASE_S):
         yield
 
 

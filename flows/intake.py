@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from flows.artifacts import publish_report
 from flows.evaluate import STAGES as EVALUATION_STAGES
 from flows.evaluate import evaluate
+from modelgate import run_owner
 from modelgate.events import emit_decision_event
 from modelgate.evidence import StageEvidence, Status, write_evidence
 from modelgate.manifest import Manifest
@@ -187,7 +188,29 @@ def intake(request: IntakeRequest) -> IntakeOutcome:
     run.digests["request.json"] = write_evidence(run.folder, "request", request)
     workspace = settings.workspace_dir / run_id
     logger.info("intake %s %s from %s (run %s)", request.name, request.version, request.source, run_id)
+    run_owner.record(settings.home, run_id)
+    try:
+        _reap_crashed_runs(settings, run_id)
+        return _take_in(request, settings, run, run_id, workspace)
+    finally:
+        run_owner.forget(settings.home, run_id)
 
+
+def _reap_crashed_runs(settings: Settings, run_id: str) -> None:
+    """Runs left "Running" by a dead process of this host become Crashed (a re-run after kill -9)."""
+    logger = get_run_logger()
+    try:
+        reaped = run_owner.reap_dead_runs(settings.home, ["intake", "evaluate"], exclude=run_id)
+    except Exception as exc:  # noqa: BLE001 - housekeeping: never stops an intake
+        logger.warning("could not check for crashed intake runs: %s: %s", type(exc).__name__, exc)
+        return
+    for crashed in reaped:
+        logger.warning("intake run %s was left Running by a process that died: marked Crashed", crashed)
+
+
+def _take_in(request: IntakeRequest, settings: Settings, run: _Run, run_id: str, workspace: Path) -> IntakeOutcome:
+    """The stages, the gate, publish and version of one run (the flow body)."""
+    logger = get_run_logger()
     emit("fetch", "running")
     fetch_evidence, fetched = fetch_task(request.source, workspace / "model", settings)
     run.record(fetch_evidence)

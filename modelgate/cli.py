@@ -2,47 +2,24 @@
 
 Heavy imports (Prefect, torch, rich) happen inside the commands that need them, so
 ``modelgate --help``, ``modelgate scan`` and the consumer commands start fast.
+
+Exit codes are the same for every command (docs/cli.md lists each command's): 0 the positive
+answer, 1 the negative verdict the command exists to give (rejected, unsafe, not verified,
+refused, different) and nothing else, 2 anything that went wrong. Whatever goes wrong is one
+plain-text line on stderr, never a traceback (``MODELGATE_DEBUG=1`` shows it).
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import sys
-from typing import TYPE_CHECKING, Any
 
 import click
 
 from modelgate import __version__
-from modelgate.errors import ModelgateError
-
-if TYPE_CHECKING:
-    from rich.console import Console
-
-EXIT_APPROVED, EXIT_REJECTED, EXIT_ERROR = 0, 1, 2
-
-
-@functools.cache
-def stderr_console() -> Console:
-    """The shared stderr console, created on first use (rich costs start-up time a scan does not need)."""
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def __getattr__(name: str) -> Any:
-    """``modelgate.cli.console`` keeps working, without importing rich at start-up."""
-    if name == "console":
-        return stderr_console()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def fail(message: str, code: int = EXIT_ERROR) -> None:
-    """Print one clear error line and exit."""
-    stderr_console().print(f"[red]error:[/red] {message}", highlight=False)
-    sys.exit(code)
-
+from modelgate.cli_base import EXIT_APPROVED, EXIT_ERROR, EXIT_REJECTED, GuardedGroup, fail, note
+from modelgate.terminal import echo, styled
 
 # Subcommands that live in their own modules, imported only when used (fast --help and start-up).
 _LAZY_COMMANDS = {
@@ -62,8 +39,8 @@ _LAZY_COMMANDS = {
 }
 
 
-class _Group(click.Group):
-    """Loads subcommands lazily and turns expected errors into one line instead of a traceback."""
+class _Group(GuardedGroup):
+    """Loads subcommands lazily; errors are one line (GuardedGroup)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
@@ -76,12 +53,6 @@ class _Group(click.Group):
                 raise TypeError(f"{_LAZY_COMMANDS[cmd_name]} is not a click command")
             self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ModelgateError as exc:
-            fail(str(exc))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,7 +83,7 @@ def services_up(names: tuple[str, ...]) -> None:
     from modelgate import services as svc
 
     for state in svc.up(list(names) or None):
-        stderr_console().print(f"[green]up[/green]  {state.name:8} {state.url}  (pid {state.pid}, log {state.log})")
+        note(f"{styled('up', 'green', sys.stderr)}  {state.name:8} {state.url}  (pid {state.pid}, log {state.log})")
     _print_env(svc.client_env())
 
 
@@ -123,37 +94,38 @@ def services_down(names: tuple[str, ...]) -> None:
     from modelgate import services as svc
 
     stopped = svc.down(list(names) or None)
-    stderr_console().print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    note("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
 
 
 @services.command("status")
 @click.option("--env", "as_env", is_flag=True, help="Print shell exports that point clients at the services.")
 def services_status(as_env: bool) -> None:
     """Show which services run, where, and their logs."""
-    from rich.console import Console
-    from rich.table import Table
+    import shlex
 
     from modelgate import services as svc
+    from modelgate.terminal import table
 
     if as_env:
         for key, value in svc.client_env().items():
-            click.echo(f"export {key}={value}")
+            click.echo(f"export {key}={shlex.quote(value)}")
         return
-    table = Table("service", "state", "address", "pid", "log")
+    rows, styles = [], []
     for name, spec in svc.load_specs().items():
         state = svc.read_state(name)
         if state:
-            table.add_row(name, "[green]running[/green]", state.url, str(state.pid), state.log)
+            rows.append([name, "running", state.url, str(state.pid), state.log])
         else:
-            table.add_row(name, "[dim]stopped[/dim]", f"127.0.0.1:{spec.port}", "-", "-")
-    Console().print(table)
+            rows.append([name, "stopped", f"127.0.0.1:{spec.port}", "-", "-"])
+        styles.append([None, "green" if state else "dim", None, None, None])
+    echo(table(("service", "state", "address", "pid", "log"), rows, styles=styles))
 
 
 def _print_env(env: dict[str, str]) -> None:
     if "PREFECT_API_URL" in env:
         ui = env["PREFECT_API_URL"].removesuffix("/api")
-        stderr_console().print(f"Prefect UI: [bold]{ui}[/bold]")
-    stderr_console().print('Point a shell at them: [bold]eval "$(modelgate services status --env)"[/bold]')
+        note(f"Prefect UI: {ui}")
+    note('Point a shell at them: eval "$(modelgate services status --env)"')
 
 
 def use_running_services(registry_role: str | None = None) -> None:
@@ -172,6 +144,9 @@ def use_running_services(registry_role: str | None = None) -> None:
         os.environ.setdefault("MODELGATE_REGISTRY_ACCESS_KEY", access)
         os.environ.setdefault("MODELGATE_REGISTRY_SECRET_KEY", secret)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Runs send a heartbeat every 30 s: a run whose process dies is marked Crashed by the
+    # modelgate-crashed-runs automation (infra/prefect/automations.yaml) instead of staying Running.
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 

@@ -15,25 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from modelgate.errors import ModelgateError
+from modelgate.cli_base import GuardedGroup, note
+from modelgate.terminal import echo, styled, table
 
-console = Console(stderr=True, soft_wrap=True)
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
-
-
-class _AuditGroup(click.Group):
-    """A missing ledger, remote or run id is one line on stderr and exit 2, never a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ModelgateError as exc:
-            console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-            sys.exit(EXIT_ERROR)
 
 
 def _config() -> Any:
@@ -48,7 +34,7 @@ def _short(digest: str | None, width: int = 19) -> str:
     return (digest[:width] + "…") if digest and len(digest) > width else (digest or "-")
 
 
-@click.group(name="audit", cls=_AuditGroup)
+@click.group(name="audit", cls=GuardedGroup)
 def audit_group() -> None:
     """Audit recorded intakes: list, diff, restore, reproduce (the evidence ledger, DVC experiments)."""
 
@@ -64,27 +50,27 @@ def list_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([asdict(i) for i in intakes], indent=2))
         return
-    table = Table("run", "decision", "name", "version", "root digest", "decided at", "experiment")
-    for intake in intakes:
-        style = "green" if intake.decision == "approved" else "red"
-        table.add_row(
+    rows = [
+        [
             intake.run_id[:8],
-            f"[{style}]{intake.decision}[/{style}]",
+            intake.decision,
             intake.name,
             intake.version,
             _short(intake.root_digest),
             intake.decided_at[:19].replace("T", " "),
             intake.experiment,
-        )
-    Console().print(table)
-    console.print(f"{len(intakes)} intake(s) in {config.remote}; `dvc exp show -A` in {config.checkout} shows them all")
+        ]
+        for intake in intakes
+    ]
+    colour = {"approved": "green", "rejected": "red"}
+    styles = [[None, colour.get(i.decision, "yellow"), None, None, None, None, None] for i in intakes]
+    headers = ("run", "decision", "name", "version", "root digest", "decided at", "experiment")
+    echo(table(headers, rows, styles=styles))
+    note(f"{len(intakes)} intake(s) in {config.remote}; `dvc exp show -A` in {config.checkout} shows them all")
 
 
-def _changes_table(title: str, changes: list[Any]) -> Table:
-    table = Table("key", "old", "new", title=title, title_justify="left")
-    for change in changes:
-        table.add_row(change.key, escape(repr(change.old)), escape(repr(change.new)))
-    return table
+def _changes_table(title: str, changes: list[Any]) -> str:
+    return table(("key", "old", "new"), [[c.key, repr(c.old), repr(c.new)] for c in changes], title=title)
 
 
 @audit_group.command("diff")
@@ -105,10 +91,9 @@ def diff_command(run_a: str, run_b: str, as_json: bool) -> None:
         }
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    console.print(f"a = {diff.a.experiment} ({diff.a.decision})   b = {diff.b.experiment} ({diff.b.decision})")
-    out = Console()
-    out.print(_changes_table("params", diff.params) if diff.params else "params: no difference")
-    out.print(_changes_table("metrics", diff.metrics) if diff.metrics else "metrics: no difference")
+    note(f"a = {diff.a.experiment} ({diff.a.decision})   b = {diff.b.experiment} ({diff.b.decision})")
+    echo(_changes_table("params", diff.params) if diff.params else "params: no difference")
+    echo(_changes_table("metrics", diff.metrics) if diff.metrics else "metrics: no difference")
 
 
 @audit_group.command("restore")
@@ -120,15 +105,14 @@ def restore_command(run_id: str, dest: Path) -> None:
 
     restored = restore(_config(), run_id, dest)
     total = len(restored.verified) + len(restored.mismatched) + len(restored.missing)
-    console.print(
+    note(
         f"restored {restored.files} files of {restored.intake.experiment} ({restored.intake.decision}) "
-        f"into {restored.folder}; {len(restored.verified)}/{total} evidence files match decision.json",
-        highlight=False,
+        f"into {restored.folder}; {len(restored.verified)}/{total} evidence files match decision.json"
     )
     for name in restored.mismatched:
-        console.print(f"  [red]digest mismatch[/red]: {name}", highlight=False)
+        note(f"  {styled('digest mismatch', 'red', sys.stderr)}: {name}")
     for name in restored.missing:
-        console.print(f"  [red]missing[/red]: {name}", highlight=False)
+        note(f"  {styled('missing', 'red', sys.stderr)}: {name}")
     sys.exit(EXIT_DIFFERENT if restored.mismatched or restored.missing else EXIT_OK)
 
 
@@ -139,14 +123,14 @@ def reproduce_command(run_id: str, keep: Path | None) -> None:
     """Re-run RUN_ID's stages with `dvc repro` from its recorded params; exit 0 if the metrics match exactly."""
     from modelgate.ledger.audit import reproduce
 
-    console.print(f"reproducing {run_id} with dvc repro (the whole intake runs again) ...")
+    note(f"reproducing {run_id} with dvc repro (the whole intake runs again) ...")
     result = reproduce(_config(), run_id, keep=keep)
     if result.identical:
-        console.print(
-            f"[green]reproduced[/green] {result.intake.experiment}: all {len(result.recorded)} metrics match exactly",
-            highlight=False,
+        note(
+            f"{styled('reproduced', 'green', sys.stderr)} {result.intake.experiment}: "
+            f"all {len(result.recorded)} metrics match exactly"
         )
         sys.exit(EXIT_OK)
-    Console().print(_changes_table(f"{result.intake.experiment}: recorded vs reproduced", result.differences))
-    console.print(f"[red]{len(result.differences)} metric(s) differ[/red]", highlight=False)
+    echo(_changes_table(f"{result.intake.experiment}: recorded vs reproduced", result.differences))
+    note(styled(f"{len(result.differences)} metric(s) differ", "red", sys.stderr))
     sys.exit(EXIT_DIFFERENT)

@@ -6,14 +6,14 @@ Both talk to the server named by ``PREFECT_API_URL``, else to the embedded one w
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-console = Console(stderr=True)
+from modelgate.cli_base import GuardedGroup, note
+from modelgate.terminal import echo, styled, table
 
 
 def _connect() -> None:
@@ -22,7 +22,7 @@ def _connect() -> None:
     use_running_services()
 
 
-@click.group("automations")
+@click.group("automations", cls=GuardedGroup)
 def automations_group() -> None:
     """Prefect automations: a webhook on reject (infra/prefect/automations.yaml)."""
 
@@ -39,10 +39,10 @@ def apply_command(path: Path | None, webhook_url: str | None) -> None:
     _connect()
     config = automations.load_config(path)
     for item in automations.apply(config, webhook_url_override=webhook_url):
-        console.print(f"{item.action:8} {item.kind:10} {item.name}  ({item.id})", highlight=False)
+        note(f"{item.action:8} {item.kind:10} {item.name}  ({item.id})")
     if automations.triggers_enabled() is False:
-        console.print(
-            "[yellow]warning:[/yellow] the server's triggers service is off "
+        note(
+            f"{styled('warning:', 'yellow', sys.stderr)} the server's triggers service is off "
             "(PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED=false): these automations will not fire"
         )
 
@@ -58,10 +58,11 @@ def ls_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([asdict(item) for item in found], indent=2))
     else:
-        table = Table("name", "enabled", "trigger", "actions", "tags", title="automations", title_justify="left")
-        for item in found:
-            enabled = "yes" if item.enabled else "no"
-            table.add_row(item.name, enabled, item.trigger, "; ".join(item.actions), ", ".join(item.tags))
-        Console().print(table)
+        rows = [
+            [item.name, "yes" if item.enabled else "no", item.trigger, "; ".join(item.actions), ", ".join(item.tags)]
+            for item in found
+        ]
+        echo(table(("name", "enabled", "trigger", "actions", "tags"), rows, title="automations"))
     if automations.triggers_enabled() is False:
-        console.print("[yellow]warning:[/yellow] the server's triggers service is off: automations do not fire")
+        warning = styled("warning:", "yellow", sys.stderr)
+        note(f"{warning} the server's triggers service is off: automations do not fire")

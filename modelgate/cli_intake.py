@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -11,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from modelgate import progress
+from modelgate.terminal import echo, safe_text, styled
 
 if TYPE_CHECKING:
     from flows.intake import IntakeOutcome
@@ -57,16 +60,51 @@ def _summary(evidence: StageEvidence | None) -> str:
     return ", ".join(f"{k.split('.', 1)[1]}={evidence.metrics[k]}" for k in interesting if k in evidence.metrics)
 
 
+def preflight() -> None:
+    """Check what would otherwise crash the flow half-way, before it starts: every environment setting
+    the run reads (a typo is one line and exit 2, not a failed run with a traceback)."""
+    from modelgate.registry.config import RegistryConfig, registry_configured
+    from modelgate.settings import load_settings
+    from modelgate.task_runners import runner_name
+
+    load_settings()
+    runner_name()
+    if registry_configured():
+        RegistryConfig.from_env()
+
+
+def _quiet_prefect_console() -> None:
+    """Prefect's console handlers off (its logs still go to the API: the run's page shows them): the
+    CLI's own progress and outcome are what a user reads, and a crash stays one line, not Prefect's
+    traceback of the failed run. ``MODELGATE_DEBUG=1`` keeps them."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from modelgate.cli_base import DEBUG_ENV
+
+    if os.environ.get(DEBUG_ENV):
+        return
+    loggers = [logging.getLogger(), *(logging.getLogger(n) for n in list(logging.root.manager.loggerDict))]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setLevel(logging.CRITICAL + 1)
+
+
 def run_intake(request: IntakeRequest, *, live: bool) -> IntakeOutcome:
     """Run the flow; show progress on stderr when ``live``; print the decision summary."""
     from modelgate.cli import use_running_services
 
     use_running_services(registry_role="publisher")
+    preflight()
     from flows.intake import intake
 
-    console = Console(stderr=True, soft_wrap=True)
+    _quiet_prefect_console()
+
     table = _ProgressTable()
     if live:
+        console = Console(stderr=True, soft_wrap=True)
         with Live(table.render(), console=console, refresh_per_second=8, transient=False) as display:
 
             def on_event(stage: str, state: str, evidence: StageEvidence | None) -> None:
@@ -80,20 +118,18 @@ def run_intake(request: IntakeRequest, *, live: bool) -> IntakeOutcome:
                 unsubscribe()
     else:
         outcome = intake(request)
-    _print_outcome(console, outcome)
+    _print_outcome(outcome)
     return outcome
 
 
-def _print_outcome(console: Console, outcome: IntakeOutcome) -> None:
-    style = {"approved": "bold green", "rejected": "bold red"}.get(outcome.decision, "bold yellow")
-    console.print(
-        f"[{style}]{outcome.decision.upper()}[/{style}] {outcome.name} {outcome.version}"
-        f"  root={outcome.root_digest or '-'}"
-    )
-    for reason in outcome.reasons:
-        console.print(f"  - {reason}", highlight=False, markup=False)
-    for finding in outcome.findings:
-        console.print(f"    finding: {finding}", highlight=False, markup=False)
-    for warning in outcome.warnings:
-        console.print(f"  warning: {warning}", highlight=False, markup=False)
-    console.print(f"  evidence: {outcome.evidence_dir}", highlight=False, markup=False)
+def _print_outcome(outcome: IntakeOutcome) -> None:
+    """The decision and its reasons on stderr, as plain text (reasons quote model files and messages)."""
+    style = {"approved": "green", "rejected": "red"}.get(outcome.decision, "yellow")
+    decision = styled(outcome.decision.upper(), style, sys.stderr)
+    lines = [f"{decision} {outcome.name} {outcome.version}  root={outcome.root_digest or '-'}"]
+    lines += [f"  - {reason}" for reason in outcome.reasons]
+    lines += [f"    finding: {finding}" for finding in outcome.findings]
+    lines += [f"  warning: {warning}" for warning in outcome.warnings]
+    lines.append(f"  evidence: {outcome.evidence_dir}")
+    for line in lines:
+        echo(safe_text(line), sys.stderr)

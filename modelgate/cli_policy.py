@@ -10,15 +10,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from modelgate.errors import PolicyError
+from modelgate.cli_base import GuardedGroup, fail
 from modelgate.policy.loader import KINDS, YAML_SUFFIXES, LoadedPolicy, document_kind, load_policy, validate_file
 from modelgate.policy.model import Comparison, Condition, Group
 from modelgate.policy.testing import CaseResult, run_policy_tests
 from modelgate.policy.yamlio import load_yaml
 from modelgate.settings import load_settings
+from modelgate.terminal import echo, table
 
 POLICY_DIR_HELP = "Folder of policies (default: the configured policy folder, $MODELGATE_POLICY_DIR)."
 
@@ -27,7 +26,7 @@ def _policy_dir(option: Path | None) -> Path:
     return option if option is not None else load_settings().policy_dir
 
 
-@click.group(name="policy")
+@click.group(name="policy", cls=GuardedGroup)
 def policy_group() -> None:
     """Validate, test and explain intake policies and waivers."""
 
@@ -42,9 +41,12 @@ def validate_command(paths: tuple[Path, ...], policy_dir: Path | None) -> None:
     """Check policy, waiver and policy-test files (or folders of them) against their schemas.
 
     Prints OK per valid file and one line per problem (file:line: field: message);
-    exits 1 if any file is invalid.
+    exits 1 if any file is invalid, 2 if a path does not exist.
     """
     folder = _policy_dir(policy_dir)
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        fail(f"no such file or folder: {', '.join(missing)}")
     invalid = checked = 0
     for path in _documents(paths):
         checked += 1
@@ -91,20 +93,20 @@ def _folder_documents(folder: Path) -> list[Path]:
 )
 @click.option("--policy-dir", type=click.Path(path_type=Path, file_okay=False), help=POLICY_DIR_HELP)
 def test_command(test_dir: Path | None, policy_dir: Path | None) -> None:
-    """Run the policy test cases: evidence in, expected decision out. Exits 1 on any failure."""
+    """Run the policy test cases: evidence in, expected decision out.
+
+    Exits 1 when a case fails, 2 when the cases cannot run (a broken test file, none found).
+    """
     folder = _policy_dir(policy_dir)
-    try:
-        results = run_policy_tests(test_dir or folder / "tests", folder)
-    except PolicyError as exc:
-        click.echo(str(exc), err=True)
-        raise SystemExit(1) from None
+    where = test_dir or folder / "tests"
+    results = run_policy_tests(where, folder)  # a broken file: PolicyError, one line, exit 2
+    if not results:
+        fail(f"no policy test cases found in {where}")
     for result in results:
         _echo_case(result)
     failed = sum(not r.passed for r in results)
     click.echo(f"{len(results) - failed} passed, {failed} failed")
-    if not results:
-        click.echo("no policy test cases found", err=True)
-    raise SystemExit(1 if failed or not results else 0)
+    raise SystemExit(1 if failed else 0)
 
 
 def _echo_case(result: CaseResult) -> None:
@@ -125,30 +127,28 @@ def _echo_case(result: CaseResult) -> None:
 @click.option("--policy-dir", type=click.Path(path_type=Path, file_okay=False), help=POLICY_DIR_HELP)
 def explain_command(name_or_path: str, policy_dir: Path | None) -> None:
     """Show a policy's rules as a table: what each checks, how severe, and whether it rejects."""
-    try:
-        policy = load_policy(name_or_path, _policy_dir(policy_dir))
-    except PolicyError as exc:
-        click.echo(str(exc), err=True)
-        raise SystemExit(1) from None
-    console = Console()
-    console.print(f"[bold]{policy.name}[/bold]  {policy.path}  {policy.digest}", highlight=False)
+    policy = load_policy(name_or_path, _policy_dir(policy_dir))  # not found / invalid: one line, exit 2
+    echo(f"{policy.name}  {policy.path}  {policy.digest}")
     if policy.document.metadata.description:
-        console.print(policy.document.metadata.description, highlight=False)
-    console.print(rules_table(policy))
+        echo(policy.document.metadata.description)
+    echo(rules_table(policy))
 
 
-def rules_table(policy: LoadedPolicy) -> Table:
+def rules_table(policy: LoadedPolicy) -> str:
     spec = policy.document.spec
-    table = Table(title=f"{len(spec.rules)} rules (default failureAction {spec.failure_action.value})")
-    table.add_column("id", no_wrap=True)
-    table.add_column("severity")
-    table.add_column("action")
-    table.add_column("passes when", overflow="fold")
-    table.add_column("message")
-    for rule in spec.rules:
-        action = (rule.failure_action or spec.failure_action).value
-        table.add_row(rule.id, rule.severity.value, action, "\n".join(condition_lines(rule.condition)), rule.message)
-    return table
+    rows = [
+        [
+            rule.id,
+            rule.severity.value,
+            (rule.failure_action or spec.failure_action).value,
+            "\n".join(condition_lines(rule.condition)),
+            rule.message,
+        ]
+        for rule in spec.rules
+    ]
+    title = f"{len(spec.rules)} rules (default failureAction {spec.failure_action.value})"
+    wrap = {"passes when": 56, "message": 48}
+    return table(("id", "severity", "action", "passes when", "message"), rows, title=title, wrap=wrap)
 
 
 def condition_lines(condition: Condition, indent: str = "") -> list[str]:

@@ -13,6 +13,7 @@ from typing import NoReturn
 
 import click
 
+from modelgate.cli_base import GuardedCommand
 from modelgate.scan.driver import ScanError, scan_path
 from modelgate.scan.findings import BLOCKING, ScanReport
 from modelgate.scan.listing import location, ordered
@@ -54,7 +55,7 @@ def _print_table(report: ScanReport) -> None:
     echo(f"verdict: {verdict}  files: {len(report.files)}  blocking findings: {blocking}  ({report.duration_s:.2f} s)")
 
 
-@click.command("scan")
+@click.command("scan", cls=GuardedCommand)
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--sarif", "sarif_path", type=click.Path(path_type=Path, dir_okay=False), help="Also write SARIF 2.1.0.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON instead of a table.")

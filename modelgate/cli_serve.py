@@ -9,13 +9,13 @@ services down`` stops it.
 from __future__ import annotations
 
 import os
+import sys
 
 import click
-from rich.console import Console
 
+from modelgate.cli_base import GuardedCommand, note
 from modelgate.errors import ServiceError
-
-console = Console(stderr=True)
+from modelgate.terminal import styled
 
 
 def _ui_address() -> str:
@@ -28,7 +28,7 @@ def _ui_address() -> str:
     return api.rstrip("/").removesuffix("/api")
 
 
-@click.command("serve")
+@click.command("serve", cls=GuardedCommand)
 @click.option("--background", is_flag=True, help="Start as a managed service and return (stop: services down).")
 @click.option("--limit", type=click.IntRange(min=1), help="Flow runs at once (default 4, MODELGATE_SERVE_LIMIT).")
 @click.option(
@@ -52,16 +52,16 @@ def serve_command(background: bool, limit: int | None, gpu_slots: int | None, se
 
         done = ensure_infrastructure()
         created = ", ".join(done["work_pools_created"]) or "none (they exist)"
-        console.print(f"work pools created: {created}; `gpu` concurrency limit: {done['gpu_slots']}  ({ui})")
+        note(f"work pools created: {created}; `gpu` concurrency limit: {done['gpu_slots']}  ({ui})")
         return
     if background:
         from modelgate import services
 
         state = services.start("serve", timeout_s=240)
-        console.print(f"[green]serving[/green] intake, evaluate, regate (pid {state.pid}, log {state.log})")
-        console.print(f"Prefect UI: [bold]{ui}[/bold]  (Deployments > intake > Run > Custom run)", highlight=False)
+        note(f"{styled('serving', 'green', sys.stderr)} intake, evaluate, regate (pid {state.pid}, log {state.log})")
+        note(f"Prefect UI: {ui}  (Deployments > intake > Run > Custom run)")
         return
     from flows.deployments import serve_deployments
 
-    console.print(f"Prefect UI: [bold]{ui}[/bold]  serving intake, evaluate, regate; Ctrl-C stops", highlight=False)
+    note(f"Prefect UI: {ui}  serving intake, evaluate, regate; Ctrl-C stops")
     serve_deployments()

@@ -6,36 +6,17 @@ verdict, 2 for an error (unreadable folder, broken trust store, bad key).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
+from modelgate.cli_base import GuardedCommand
 from modelgate.errors import ModelgateError
 
 EXIT_OK, EXIT_NOT_VERIFIED, EXIT_ERROR = 0, 1, 2
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _one_line_errors(func: F) -> F:
-    """Expected errors become one line on stderr and exit 2, whichever group runs the command."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ModelgateError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_ERROR)
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _human(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -48,11 +29,10 @@ def _human(size: int) -> str:
 _folder = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
-@click.command("manifest")
+@click.command("manifest", cls=GuardedCommand)
 @click.argument("path", type=_folder)
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.option("--workers", type=click.IntRange(min=1), help="Hashing threads (default: from the CPU count).")
-@_one_line_errors
 def manifest_command(path: Path, as_json: bool, workers: int | None) -> None:
     """Hash every file of the model folder PATH and print its OMS-compatible root digest."""
     from modelgate.manifest import build_manifest
@@ -67,7 +47,7 @@ def manifest_command(path: Path, as_json: bool, workers: int | None) -> None:
         click.echo(f"  {entry.sha256}  {entry.size:>14}  {entry.path}")
 
 
-@click.command("verify")
+@click.command("verify", cls=GuardedCommand)
 @click.argument("path", type=_folder)
 @click.option(
     "--signature", type=click.Path(path_type=Path), help="Signature file (default: model.sig / modelgate.sig)."
@@ -78,7 +58,6 @@ def manifest_command(path: Path, as_json: bool, workers: int | None) -> None:
     help="Trust store YAML (default: $MODELGATE_TRUST_STORE or policies/trust/publishers.yaml).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
-@_one_line_errors
 def verify_command(path: Path, signature: Path | None, trust_store: Path | None, as_json: bool) -> None:
     """Verify the signature of the model folder PATH; exit 0 only if verified."""
     from modelgate.manifest import build_manifest
@@ -114,7 +93,7 @@ def _write_private(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-@click.command("keygen")
+@click.command("keygen", cls=GuardedCommand)
 @click.option(
     "--type",
     "key_type",
@@ -123,7 +102,6 @@ def _write_private(path: Path, data: bytes) -> None:
     show_default=True,
 )
 @click.option("--out", "prefix", required=True, help="Writes PREFIX.key (private, mode 0600) and PREFIX.pub.")
-@_one_line_errors
 def keygen_command(key_type: str, prefix: str) -> None:
     """Generate a signing key pair (Ed25519 for modelgate.sig, ECDSA for OMS bundles)."""
     from cryptography.hazmat.primitives import serialization
@@ -155,10 +133,9 @@ def keygen_command(key_type: str, prefix: str) -> None:
     click.echo(f"key id       {key_id(public)}")
 
 
-@click.command("sign")
+@click.command("sign", cls=GuardedCommand)
 @click.argument("path", type=_folder)
 @click.option("--key", "key_file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_one_line_errors
 def sign_command(path: Path, key_file: Path) -> None:
     """Sign the model folder PATH with an Ed25519 key; writes PATH/modelgate.sig."""
     from modelgate.manifest import build_manifest

@@ -8,13 +8,11 @@ order, deps and outputs are declared in ``dvc.yaml``. Exit 0 whenever the eviden
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from modelgate.errors import ModelgateError
+from modelgate.cli_base import GuardedGroup
 from modelgate.ledger.layout import EVIDENCE_DIR, SCRATCH_DIR
 
 EVIDENCE_OPTION = click.option(
@@ -42,22 +40,11 @@ PARAMS_OPTION = click.option(
 )
 
 
-class _StageGroup(click.Group):
-    """Expected failures (a missing request, a bad params file) print one line and exit 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ModelgateError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-
-
 def _report(stage: str, status: str, reason: str | None) -> None:
     click.echo(f"{stage}: {status}{f' ({reason})' if reason else ''}")
 
 
-@click.group(name="stage", cls=_StageGroup)
+@click.group(name="stage", cls=GuardedGroup)
 def stage_group() -> None:
     """Run one intake stage the way `dvc repro` does (see dvc.yaml)."""
 

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from modelgate.errors import ServiceError
-from modelgate.settings import Settings, load_settings
+from modelgate.settings import Settings, load_settings, port
 
 DEFAULT_S3_ACCESS_KEY = "modelgate-admin"
 DEFAULT_S3_SECRET_KEY = "modelgate-admin-secret"  # noqa: S105 - local embedded default, overridable
@@ -91,11 +91,10 @@ def load_specs(settings: Settings | None = None) -> dict[str, ServiceSpec]:
         raise ServiceError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from exc
     specs: dict[str, ServiceSpec] = {}
     for name, body in (raw or {}).get("services", {}).items():
-        port_env = os.environ.get(f"MODELGATE_{name.upper()}_PORT")
         specs[name] = ServiceSpec(
             name=name,
             description=str(body.get("description", "")),
-            port=int(port_env) if port_env else int(body["port"]),
+            port=port(f"MODELGATE_{name.upper()}_PORT", int(body["port"])),
             ports={k: int(v) for k, v in (body.get("ports") or {}).items()},
             command=[str(a) for a in body["command"]],
             health=str(body["health"]),

@@ -6,6 +6,7 @@ code at other folders and servers.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +30,57 @@ def positive_int(
         value = 0
     if value < 1:
         raise error(f"{name}={raw!r}: expected a whole number of at least 1")
+    return value
+
+
+def positive_number(
+    name: str, default: float, env: Mapping[str, str] | None = None, error: type[ModelgateError] = SettingError
+) -> float:
+    """A duration or size from the environment (``default`` when unset): a finite number above 0, else ``error``."""
+    raw = (os.environ if env is None else env).get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise error(f"{name}={raw!r}: expected a number greater than 0")
+    return value
+
+
+def non_negative_number(name: str, env: Mapping[str, str] | None = None) -> float | None:
+    """A delay from the environment (``None`` when unset): a finite number of at least 0, else ``SettingError``."""
+    raw = (os.environ if env is None else env).get(name)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise SettingError(f"{name}={raw!r}: expected a number of at least 0")
+    return value
+
+
+def switch(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:
+    """An on/off setting: on/true/yes/1 or off/false/no/0 (any case); anything else is ``SettingError``."""
+    raw = (os.environ if env is None else env).get(name)
+    if not raw:
+        return default
+    word = raw.strip().lower()
+    if word in ("on", "true", "yes", "1"):
+        return True
+    if word in ("off", "false", "no", "0"):
+        return False
+    raise SettingError(f"{name}={raw!r}: expected on or off")
+
+
+def port(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
+    """A TCP port from the environment: a whole number from 1 to 65535, else ``SettingError``."""
+    value = positive_int(name, default, env)
+    if value > 65535:
+        raise SettingError(f"{name}={value}: expected a port from 1 to 65535")
     return value
 
 
@@ -73,9 +125,9 @@ def load_settings() -> Settings:
         evidence_dir=Path(env("MODELGATE_EVIDENCE_DIR", str(project / "evidence"))).resolve(),
         workspace_dir=Path(env("MODELGATE_WORKSPACE_DIR", str(home / "workspace"))).resolve(),
         trust_store=Path(env("MODELGATE_TRUST_STORE", str(policy_dir / "trust" / "publishers.yaml"))).resolve(),
-        max_fetch_bytes=int(env("MODELGATE_MAX_FETCH_BYTES", str(50 * GiB))),
-        max_files=int(env("MODELGATE_MAX_FILES", "10000")),
-        http_timeout_s=float(env("MODELGATE_HTTP_TIMEOUT_S", "60")),
+        max_fetch_bytes=positive_int("MODELGATE_MAX_FETCH_BYTES", 50 * GiB),
+        max_files=positive_int("MODELGATE_MAX_FILES", 10000),
+        http_timeout_s=positive_number("MODELGATE_HTTP_TIMEOUT_S", 60.0),
         s3_endpoint=env("MODELGATE_S3_ENDPOINT") or env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL"),
         s3_region=env("AWS_DEFAULT_REGION", "us-east-1"),
     )

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 _ANSI = {
@@ -68,6 +69,17 @@ def width(text: str) -> int:
     return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
+def _cell_lines(text: str, limit: int | None) -> list[str]:
+    lines = [safe_text(line) for line in text.split("\n")]
+    if limit is None:
+        return lines
+    out: list[str] = []
+    for line in lines:
+        indent = line[: len(line) - len(line.lstrip(" "))]
+        out += textwrap.wrap(line, limit, subsequent_indent=indent + "  ", break_on_hyphens=False) or [""]
+    return out
+
+
 def _pad(text: str, size: int, right: bool) -> str:
     gap = " " * (size - width(text))
     return gap + text if right else text + gap
@@ -80,18 +92,22 @@ def table(
     title: str | None = None,
     right: Sequence[str] = (),
     styles: Sequence[Sequence[str | None]] | None = None,
+    wrap: Mapping[str, int] | None = None,
     stream: TextIO | None = None,
 ) -> str:
-    """A boxed table as one string; ``styles[r][c]`` colours a cell on a terminal only."""
+    """A boxed table as one string; a cell may hold several lines, and the columns named in ``wrap``
+    are wrapped at that many characters; ``styles[r][c]`` colours a cell on a terminal only. Cell
+    text is printed as it is (control characters made visible)."""
     out = stream if stream is not None else sys.stdout
-    cells = [[safe_text(str(c)) for c in row] for row in rows]
-    sizes = [max([width(h), *(width(row[i]) for row in cells)]) for i, h in enumerate(headers)]
+    limits = [(wrap or {}).get(h) for h in headers]
+    cells = [[_cell_lines(str(c), limits[i]) for i, c in enumerate(row)] for row in rows]
+    sizes = [max([width(h), *(width(line) for row in cells for line in row[i])]) for i, h in enumerate(headers)]
     aligned = [h in right for h in headers]
 
-    def line(left: str, mid: str, end: str) -> str:
+    def rule(left: str, mid: str, end: str) -> str:
         return left + mid.join("─" * (s + 2) for s in sizes) + end
 
-    def row_text(values: Sequence[str], row_styles: Sequence[str | None] | None) -> str:
+    def physical(values: Sequence[str], row_styles: Sequence[str | None] | None) -> str:
         parts = []
         for i, value in enumerate(values):
             text = _pad(value, sizes[i], aligned[i])
@@ -100,7 +116,11 @@ def table(
         return "│" + "│".join(parts) + "│"
 
     lines = [safe_text(title)] if title else []
-    lines += [line("┌", "┬", "┐"), row_text(headers, None), line("├", "┼", "┤")]
-    lines += [row_text(row, styles[r] if styles else None) for r, row in enumerate(cells)]
-    lines.append(line("└", "┴", "┘"))
+    lines += [rule("┌", "┬", "┐"), physical(headers, None), rule("├", "┼", "┤")]
+    for r, row in enumerate(cells):
+        height = max(len(cell) for cell in row)
+        for k in range(height):
+            values = [cell[k] if k < len(cell) else "" for cell in row]
+            lines.append(physical(values, styles[r] if styles else None))
+    lines.append(rule("└", "┴", "┘"))
     return "\n".join(lines)

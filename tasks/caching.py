@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
 from modelgate.evidence import StageEvidence, Status
-from modelgate.settings import load_settings
+from modelgate.settings import load_settings, non_negative_number
 
 RETRY_DELAY_ENV = "MODELGATE_RETRY_DELAY_S"
 SCANNER_PACKAGE = Path(__file__).resolve().parents[1] / "modelgate" / "scan"
@@ -37,8 +36,8 @@ SCANNER_PACKAGE = Path(__file__).resolve().parents[1] / "modelgate" / "scan"
 
 def retry_delays(*defaults: float) -> list[float]:
     """A task's retry delays; ``MODELGATE_RETRY_DELAY_S`` replaces each one (tests set 0)."""
-    override = os.environ.get(RETRY_DELAY_ENV)
-    return [float(override)] * len(defaults) if override else list(defaults)
+    override = non_negative_number(RETRY_DELAY_ENV)
+    return [override] * len(defaults) if override is not None else list(defaults)
 
 
 def results_dir() -> Path:

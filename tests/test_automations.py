@@ -112,7 +112,13 @@ def test_decision_event_names_the_model_and_the_failed_rules() -> None:
 def test_the_shipped_file_is_valid_and_bad_files_fail_in_one_line(tmp_path: Path) -> None:
     config = automations.load_config(CONFIG)
     assert "modelgate-intake-webhook" in config.webhooks
-    assert [a["name"] for a in config.automations] == ["modelgate-intake-rejected"]
+    assert [a["name"] for a in config.automations] == ["modelgate-intake-rejected", "modelgate-crashed-runs"]
+    crashed = config.automations[1]
+    assert crashed["trigger"]["posture"] == "Proactive"
+    assert crashed["trigger"]["after"] == ["prefect.flow-run.heartbeat"]
+    assert crashed["actions"] == [
+        {"type": "change-flow-run-state", "state": "CRASHED", "message": crashed["actions"][0]["message"]}
+    ]
     bad = tmp_path / "a.yaml"
     text = CONFIG.read_text()
     bad.write_text(text.replace("webhook: modelgate-intake-webhook", "webhook: nowhere"))

@@ -547,7 +547,8 @@ def test_cli_validate_exit_codes(tmp_path: Path) -> None:
     result = runner.invoke(policy_group, ["validate", str(tmp_path), "--policy-dir", str(tmp_path)])
     assert result.exit_code == 1
     assert f"{bad}:12: spec.rules[1].severity:" in result.output
-    assert runner.invoke(policy_group, ["validate", str(tmp_path / "missing.yaml")]).exit_code == 1
+    missing = runner.invoke(policy_group, ["validate", str(tmp_path / "missing.yaml")])
+    assert missing.exit_code == 2 and "no such file" in missing.output  # an error, not an invalid file
 
 
 def test_cli_test_exit_codes(tmp_path: Path) -> None:
@@ -565,7 +566,7 @@ def test_cli_test_exit_codes(tmp_path: Path) -> None:
     assert "decision: expected approved, got rejected" in result.output
     write(tmp_path / "tests" / "broken.yaml", "kind: PolicyTest\nspec: [\n")
     result = runner.invoke(policy_group, args)
-    assert result.exit_code == 1 and "YAML syntax error" in result.output
+    assert result.exit_code == 2 and "YAML syntax error" in result.output  # the cases cannot run: an error
 
 
 def test_cli_explain_prints_the_rules(tmp_path: Path) -> None:
@@ -573,7 +574,7 @@ def test_cli_explain_prints_the_rules(tmp_path: Path) -> None:
     result = CliRunner().invoke(policy_group, ["explain", "p", "--policy-dir", str(tmp_path)], terminal_width=200)
     assert result.exit_code == 0, result.output
     assert "signed" in result.output and "signature.status Equals" in result.output
-    assert CliRunner().invoke(policy_group, ["explain", "nope", "--policy-dir", str(tmp_path)]).exit_code == 1
+    assert CliRunner().invoke(policy_group, ["explain", "nope", "--policy-dir", str(tmp_path)]).exit_code == 2
 
 
 # --- what ships ----------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from modelgate.errors import ModelgateError
+from modelgate.cli_base import GuardedGroup
 from modelgate.settings import load_settings
 
 
@@ -16,7 +16,7 @@ def default_out_dir() -> Path:
     return load_settings().home / "examples"
 
 
-@click.group("demo")
+@click.group("demo", cls=GuardedGroup)
 def demo_group() -> None:
     """Example models for demos and tests."""
 
@@ -37,10 +37,7 @@ def build_command(out_dir: Path | None, seed: int, overwrite: bool) -> None:
 
     target = out_dir or default_out_dir()
     start = time.perf_counter()
-    try:
-        built = build_examples(target, seed=seed, overwrite=overwrite)
-    except ModelgateError as exc:
-        raise click.ClickException(str(exc)) from exc
+    built = build_examples(target, seed=seed, overwrite=overwrite)
     click.echo(f"built {len(built)} example models in {time.perf_counter() - start:.1f} s (seed {seed}):")
     for name, path in built.items():
         summary = example_summary(path)

