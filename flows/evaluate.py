@@ -56,6 +56,7 @@ from tasks.evaluate.stage import (
     robustness_rows,
 )
 from tasks.load import EvaluationRefused, prepare_for_evaluation
+from tasks.params import check_evaluate_override
 
 IMAGE_TASK, TEXT_TASK = "image-classification", "text-generation"
 GPU_LIMIT = "tag:gpu"  # the limit `modelgate serve` creates (`prefect concurrency-limit create gpu 1`)
@@ -91,6 +92,7 @@ def evaluate(
     ``params`` overrides ``params.yaml``'s ``evaluate:`` section (section by section);
     ``reference_dir`` is the trusted checkpoint the privacy audit and weight forensics compare with.
     """
+    check_evaluate_override(params)  # an unknown key or wrong type: the run stops before it evaluates
     settings = merge_params(params, base=load_params())
     home = load_settings().home
     run_id = str(flow_run.get_id() or "")

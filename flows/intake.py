@@ -40,6 +40,7 @@ from tasks.fetch import fetch_task
 from tasks.gate import gate_task
 from tasks.load import load_task
 from tasks.manifest import manifest_task
+from tasks.params import check_params_file
 from tasks.provenance import provenance_task
 from tasks.publish import publish_task
 from tasks.reference import reference_task
@@ -182,6 +183,7 @@ def _signature_path(request: IntakeRequest, model_dir: Path) -> Path | None:
 def intake(request: IntakeRequest) -> IntakeOutcome:
     """Take one model from its source to an approve/reject decision with evidence."""
     settings: Settings = load_settings()
+    check_params_file()  # a mistyped parameter stops the run before its first stage (modelgate/params.py)
     logger = get_run_logger()
     run_id = _run_id()
     run = _Run(settings.evidence_dir / request.name / request.version / run_id)

@@ -61,16 +61,18 @@ def _summary(evidence: StageEvidence | None) -> str:
 
 
 def preflight() -> None:
-    """Check what would otherwise crash the flow half-way, before it starts: every environment setting
-    the run reads (a typo is one line and exit 2, not a failed run with a traceback)."""
+    """Check what would otherwise crash or silently weaken the run, before the flow run exists: every
+    environment setting and every section of the params file (a typo is one line and exit 2)."""
     from modelgate.registry.config import RegistryConfig, registry_configured
     from modelgate.settings import load_settings
     from modelgate.task_runners import runner_name
+    from tasks.params import check_params_file
 
     load_settings()
     runner_name()
     if registry_configured():
         RegistryConfig.from_env()
+    check_params_file()  # a mistyped key or value: one line naming the file, line, key and nearest name
 
 
 def _quiet_prefect_console() -> None:

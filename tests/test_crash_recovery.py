@@ -78,16 +78,17 @@ def test_killed_intake_rerun_completes_and_the_dead_runs_are_crashed(
 ) -> None:
     env = _env(prefect_server, tmp_path)
     before = {run_id for run_id, _ in _runs("intake")}
-    victim = subprocess.Popen(
-        _command(examples["digits-cnn-signed"]), env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "victim.log", "w")
-    )
-    deadline = time.monotonic() + 300
-    while _slots_in_use(gpu_limit) < 1:  # the evaluation holds the gpu slot
-        assert victim.poll() is None, (tmp_path / "victim.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "the evaluation never took the gpu slot"
-        time.sleep(0.5)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait(timeout=30)
+    log = tmp_path / "victim.log"
+    with log.open("w") as stderr:
+        command = _command(examples["digits-cnn-signed"])
+        victim = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 300
+        while _slots_in_use(gpu_limit) < 1:  # the evaluation holds the gpu slot
+            assert victim.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the evaluation never took the gpu slot"
+            time.sleep(0.5)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=30)
 
     killed = [(run_id, state) for run_id, state in _runs("intake") if run_id not in before]
     assert [state for _, state in killed] == ["RUNNING"], killed  # what a kill -9 leaves behind

@@ -29,8 +29,12 @@ REQUEST_FIELDS = tuple(IntakeRequest.model_fields)
 
 
 def read_params(path: Path) -> dict[str, Any]:
+    """The DVC params file, every section checked strictly first (an unknown key stops the stage)."""
     if not path.is_file():
         raise LedgerError(f"{path}: no params file (run the stage from the DVC project root)")
+    from tasks.params import check_params_file
+
+    check_params_file(path)
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     return data if isinstance(data, dict) else {}
 

@@ -7,13 +7,13 @@ model, and ``validation.failed`` carries each failed expectation into the decisi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from modelgate.evidence import StageEvidence, Status, run_stage
+from modelgate.params import check_section, read_document
 from modelgate.settings import load_settings
 from modelgate.validation.evidence import load_run
 from modelgate.validation.report import ValidationReport
@@ -25,12 +25,17 @@ REASON_ITEMS = 3
 
 
 def load_validation_params(path: str | Path | None = None) -> dict[str, Any]:
-    """The ``validation:`` section of ``params.yaml`` (the project's by default; empty if absent)."""
+    """The ``validation:`` section of ``params.yaml`` (the project's by default; empty if absent), checked
+    strictly against ``ValidationParams`` (an unknown key or a wrong type is a ``ParamsError``)."""
     file = Path(path) if path else load_settings().project / "params.yaml"
     if not file.is_file():
         return {}
-    section = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("validation")
-    return dict(section) if isinstance(section, Mapping) else {}
+    data, _ = read_document(file)
+    section = data.get("validation")
+    if section is None:
+        return {}
+    check_section(section, asdict(ValidationParams()), section="validation", source=str(file))
+    return dict(section)
 
 
 def validate_evidence(

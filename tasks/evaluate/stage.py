@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import os
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,7 +23,6 @@ import yaml
 from prefect import task
 
 from modelgate.evidence import StageEvidence, Status, run_stage
-from modelgate.settings import load_settings
 from tasks.evaluate.adapters import (
     ModelInfo,
     NotEvaluable,
@@ -68,8 +66,11 @@ DEFAULT_PARAMS: dict[str, Any] = {
 
 
 def load_params(path: str | Path | None = None) -> dict[str, Any]:
-    """The ``evaluate:`` section of ``params.yaml`` (the project's by default) over the built-in defaults."""
-    file = Path(path or os.environ.get("MODELGATE_PARAMS_FILE") or load_settings().project / "params.yaml")
+    """The ``evaluate:`` section of ``params.yaml`` (the project's by default) over the built-in defaults;
+    the whole file is checked strictly first (tasks/params.py)."""
+    from tasks.params import check_params_file
+
+    file = check_params_file(path)
     section: dict[str, Any] = {}
     if file.is_file():
         section = (yaml.safe_load(file.read_text(encoding="utf-8")) or {}).get("evaluate") or {}
