@@ -44,8 +44,9 @@ def guarded(invoke: Any, ctx: click.Context) -> Any:
     except KeyboardInterrupt:
         echo("", sys.stderr)
         fail("interrupted", EXIT_INTERRUPTED)
-    except ModelgateError as exc:
-        fail(str(exc))
+    except ModelgateError as exc:  # an error (2), or a command's negative verdict (a refused pull: 1)
+        error_line(str(exc), exc.label)
+        sys.exit(exc.exit_code)
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
             raise

@@ -1,46 +1,29 @@
-"""``modelgate registry ls|show|alias|revoke|init`` and ``modelgate pull``: the registry from the shell.
+"""``modelgate registry ls|show|alias|revoke|sign-index|init`` and ``modelgate pull``: the registry from the shell.
 
 Exit codes: 0 done, 1 refused (pull found something that does not verify, or a revoked version),
 2 error (unknown model, unreachable server, access denied, bad configuration).
+Everything printed that comes from the registry (names, reasons, who) is plain text, never markup.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from modelgate.cli_base import GuardedCommand, GuardedGroup
 from modelgate.errors import ModelgateError
+from modelgate.terminal import echo, error_line, safe_text, styled, table
 
 EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
-F = TypeVar("F", bound=Callable[..., Any])
-err = Console(stderr=True)
 
 
-def _one_line_errors(func: F) -> F:
-    """A refusal or an expected error is one line on stderr, whichever group runs the command."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from modelgate.registry import PullRefused
-
-        try:
-            return func(*args, **kwargs)
-        except PullRefused as exc:
-            err.print(f"[red]refused:[/red] {exc}", highlight=False)
-            sys.exit(EXIT_REFUSED)
-        except ModelgateError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            sys.exit(EXIT_ERROR)
-
-    return wrapper  # type: ignore[return-value]
+def _refused_line(message: str) -> None:
+    """``refused: <message>`` on stderr, one line of plain text."""
+    error_line(message, "refused")
 
 
 def _config(workers: int | None = None) -> Any:
@@ -66,82 +49,120 @@ def _short(digest: str) -> str:
     return digest[:19] + "…" if len(digest) > 20 else digest
 
 
-@click.group("registry")
+@click.group("registry", cls=GuardedGroup)
 def registry_group() -> None:
     """The internal model registry: list, inspect, alias, revoke; set it up with init."""
 
 
 @registry_group.command("ls")
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Print the indexes as JSON.")
-@_one_line_errors
+@click.option("--json", "as_json", is_flag=True, help="Print the verified indexes as JSON.")
 def ls_command(name: str | None, as_json: bool) -> None:
-    """List models (or the versions of NAME) with decisions, policies, approvers and aliases."""
-    from modelgate.registry import list_names, read_index
+    """List models (or the versions of NAME) with decisions, policies, approvers and aliases.
+
+    Every index is verified (organization key, rollback state) first; a model whose index is
+    refused is named on stderr and the exit status is 1.
+    """
+    from modelgate.registry import IndexRefused, list_names, org_public_key, trusted_index
 
     config = _config()
     client = config.client()
-    indexes = [read_index(client, config.bucket, n)[0] for n in ([name] if name else list_names(client, config.bucket))]
-    present = [i for i in indexes if i is not None]
-    if as_json:
-        click.echo(json.dumps([i.model_dump(mode="json") for i in present], indent=2))
-        return
-    table = Table("model", "version", "decision", "policy", "approvers", "root digest", "published", "aliases", "state")
-    for index in present:
-        for version, entry in sorted(index.versions.items(), key=lambda kv: kv[1].published_at):
-            state = f"[red]revoked[/red]: {entry.revocation.reason}" if entry.revocation else "ok"
-            table.add_row(
-                index.name,
-                version,
-                entry.decision,
-                entry.policy,
-                ", ".join(entry.approvers) or "-",
-                _short(entry.root_digest),
-                f"{entry.published_at:%Y-%m-%d %H:%M} by {entry.published_by}",
-                ", ".join(index.aliases_of(version)) or "-",
-                state,
-            )
+    key = org_public_key(config)
+    present = []
+    refused: list[IndexRefused] = []
+    for model in [name] if name else list_names(client, config.bucket):
+        try:
+            loaded = trusted_index(client, config, model, key)
+        except IndexRefused as exc:
+            if name:
+                raise
+            refused.append(exc)
+            continue
+        if loaded is not None:
+            present.append(loaded.index)
     if name and not present:
         raise ModelgateError(f"{name} is not in the registry")
-    Console().print(table)
+    if as_json:
+        click.echo(json.dumps([i.model_dump(mode="json") for i in present], indent=2))
+    else:
+        click.echo(_versions_table(present))
+    for refusal in refused:
+        _refused_line(str(refusal))
+    if refused:
+        sys.exit(EXIT_REFUSED)
+
+
+def _versions_table(indexes: list[Any]) -> str:
+    headers = ["model", "version", "decision", "policy", "approvers", "root digest", "published", "aliases", "state"]
+    rows: list[list[str]] = []
+    styles: list[list[str | None]] = []
+    for index in indexes:
+        for version, entry in sorted(index.versions.items(), key=lambda kv: kv[1].published_at):
+            state = f"revoked: {entry.revocation.reason}" if entry.revocation else "revoked" if entry.revoked else "ok"
+            rows.append(
+                [
+                    index.name,
+                    version,
+                    entry.decision,
+                    entry.policy,
+                    ", ".join(entry.approvers) or "-",
+                    _short(entry.root_digest),
+                    f"{entry.published_at:%Y-%m-%d %H:%M} by {entry.published_by}",
+                    ", ".join(index.aliases_of(version)) or "-",
+                    state,
+                ]
+            )
+            styles.append([*([None] * 8), "red" if entry.revoked else None])
+    return table(headers, rows, styles=styles)
 
 
 @registry_group.command("show")
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True, help="Print the verified attestation predicate as JSON.")
-@_one_line_errors
 def show_command(ref: str, as_json: bool) -> None:
     """Show NAME (versions and aliases) or NAME@VERSION / NAME:ALIAS (verified attestation and files)."""
-    from modelgate.registry import org_public_key, parse_ref, read_index, resolve, revocation_of, verify_version
+    from modelgate.registry import org_public_key, parse_ref, resolve_verified, trusted_index
 
     config = _config()
     client = config.client()
+    key = org_public_key(config)
     target = parse_ref(ref)
-    index, _ = read_index(client, config.bucket, target.name)
     if target.version is None and target.alias is None:
-        if index is None:
+        loaded = trusted_index(client, config, target.name, key)
+        if loaded is None:
             raise ModelgateError(f"{target.name} is not in the registry")
-        click.echo(f"{index.name}: {len(index.versions)} version(s)")
+        index = loaded.index
+        click.echo(
+            f"{index.name}: {len(index.versions)} version(s)  (index verified: sequence {index.sequence}, "
+            f"key {index.signer_key_id[:16]})"
+        )
         for version, entry in sorted(index.versions.items(), key=lambda kv: kv[1].published_at):
             state = f"  REVOKED: {entry.revocation.reason}" if entry.revocation else ""
-            click.echo(f"  {version:12} {entry.decision:9} policy {entry.policy}  {_short(entry.root_digest)}{state}")
+            click.echo(
+                safe_text(
+                    f"  {version:12} {entry.decision:9} policy {entry.policy}  {_short(entry.root_digest)}{state}"
+                )
+            )
         for alias, alias_entry in sorted(index.aliases.items()):
             click.echo(
-                f"  alias {alias} -> {alias_entry.version} (set by {alias_entry.set_by}, {alias_entry.set_at:%c})"
+                safe_text(
+                    f"  alias {alias} -> {alias_entry.version} (set by {alias_entry.set_by}, {alias_entry.set_at:%c})"
+                )
             )
         return
-    version = resolve(index, target.name, target.version, target.alias)
-    verified = verify_version(client, config.bucket, target.name, version, org_public_key(config))
-    revocation = revocation_of(client, config.bucket, target.name, version, index)
+    resolved = resolve_verified(client, config, target, key)
+    version, verified, revocation = resolved.version, resolved.verified, resolved.revocation
     predicate = verified.predicate
     if as_json:
         body = predicate.model_dump(mode="json")
         body["revocation"] = revocation.model_dump(mode="json") if revocation else None
+        body["index_sequence"] = resolved.index.sequence
         click.echo(json.dumps(body, indent=2))
         return
     decision = predicate.decision
     lines = [
-        f"{target.name}@{version}  (attestation verified, key {predicate.signer_key_id[:16]})",
+        f"{target.name}@{version}  (attestation verified, key {predicate.signer_key_id[:16]}; "
+        f"index sequence {resolved.index.sequence})",
         f"  root digest   {verified.root_digest}",
         f"  decision      {decision.decision} by policy {decision.policy} ({_short(decision.policy_digest)})",
         f"  intake run    {decision.run_id}, decided {decision.decided_at:%Y-%m-%d %H:%M:%S} UTC",
@@ -153,14 +174,13 @@ def show_command(ref: str, as_json: bool) -> None:
         f"  files         {verified.manifest.file_count}, {_human(verified.manifest.total_bytes)}",
     ]
     lines += [f"    {e.sha256[:16]}  {e.size:>14}  {e.path}" for e in verified.manifest.files]
-    click.echo("\n".join(lines))
+    click.echo("\n".join(safe_text(line) for line in lines))
 
 
 @registry_group.command("alias")
 @click.argument("name")
 @click.argument("alias")
 @click.argument("version")
-@_one_line_errors
 def alias_command(name: str, alias: str, version: str) -> None:
     """Point ALIAS (e.g. prod) of NAME at VERSION; recorded with who and when."""
     from modelgate.registry import set_alias
@@ -173,13 +193,58 @@ def alias_command(name: str, alias: str, version: str) -> None:
 @click.argument("name")
 @click.argument("version")
 @click.option("--reason", required=True, help="Why: shown to everyone who tries to pull it.")
-@_one_line_errors
 def revoke_command(name: str, version: str, reason: str) -> None:
     """Revoke NAME VERSION: pull refuses it from now on (unless --allow-revoked)."""
     from modelgate.registry import revoke
 
     mark = revoke(name, version, reason, config=_config())
-    click.echo(f"revoked {name}@{version}: {mark.reason} (by {mark.revoked_by})")
+    click.echo(safe_text(f"revoked {name}@{version}: {mark.reason} (by {mark.revoked_by})"))
+
+
+@registry_group.command("sign-index")
+@click.argument("names", nargs=-1)
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Replace the index even if it is signed, or does not verify: rebuilt from the verified attestations "
+    "and revocation marks (aliases only from an index that verifies or is unsigned).",
+)
+@click.option("--sequence", type=click.IntRange(min=1), help="The sequence to sign with (default: the next one).")
+def sign_index_command(names: tuple[str, ...], rebuild: bool, sequence: int | None) -> None:
+    """Sign the index of NAMES (default: every model) with the organization key.
+
+    For indexes written before indexes were signed: the versions are taken from their verified
+    attestations, revocations from the revocation marks and the old index, aliases from the old
+    index where they name a committed, unrevoked version. Publishers re-sign on their next write
+    anyway; this signs without waiting for one. An index that already verifies is left alone.
+    """
+    from modelgate.registry import list_names, sign_index
+
+    config = _config()
+    client = config.client()
+    if sequence is not None and len(names) != 1:
+        raise ModelgateError("--sequence needs exactly one NAME")
+    for name in names or tuple(list_names(client, config.bucket)):
+        done = sign_index(name, client=client, config=config, rebuild=rebuild, sequence=sequence)
+        index = done.index
+        if not done.written:
+            if done.found == "missing":
+                click.echo(f"{name}: no committed version, no index to sign")
+            else:
+                click.echo(f"{name}: index already signed (sequence {index.sequence}), left as it is")
+            continue
+        revoked = sum(1 for v in index.versions.values() if v.revoked)
+        aliases = ", ".join(f"{a} -> {e.version}" for a, e in sorted(index.aliases.items())) or "none"
+        click.echo(
+            safe_text(
+                f"{name}: signed the {done.found} index at sequence {index.sequence}: {len(index.versions)} "
+                f"version(s) from verified attestations, {revoked} revoked, aliases {aliases}"
+            )
+        )
+        for version, why in sorted(done.skipped.items()):
+            click.echo(safe_text(f"  left out version {version}: {why}"))
+        for alias, why in sorted(done.dropped_aliases.items()):
+            click.echo(safe_text(f"  dropped alias {alias}: {why}"))
 
 
 @registry_group.command("init")
@@ -189,7 +254,6 @@ def revoke_command(name: str, version: str, reason: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write a SeaweedFS s3.json (admin, publisher, consumer) for `weed s3 -config`, mode 0600.",
 )
-@_one_line_errors
 def init_command(identities_out: Path | None) -> None:
     """Set up the registry: the organization key pair (if missing) and the registry bucket.
 
@@ -228,6 +292,7 @@ def init_command(identities_out: Path | None) -> None:
 
 
 def _progress_bar() -> Any:
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -238,41 +303,50 @@ def _progress_bar() -> Any:
     )
 
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", markup=False),  # file names are text, not markup
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=err,
+        console=Console(stderr=True),
         transient=True,
     )
 
 
-@click.command("pull")
+@click.command("pull", cls=GuardedCommand)
 @click.argument("ref")
 @click.option("--dest", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to create.")
 @click.option("--allow-revoked", is_flag=True, help="Pull a revoked version anyway (it is still verified).")
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel downloads (default 8).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was pulled as JSON on stdout.")
-@_one_line_errors
-def pull_command(ref: str, dest: Path, allow_revoked: bool, workers: int | None, as_json: bool) -> None:
+@click.option(
+    "--min-sequence",
+    type=click.IntRange(min=1),
+    help="Refuse an index older than this sequence (a pin for a consumer without state of its own).",
+)
+def pull_command(
+    ref: str, dest: Path, allow_revoked: bool, workers: int | None, as_json: bool, min_sequence: int | None
+) -> None:
     """Pull REF (NAME, NAME@VERSION or NAME:ALIAS) into DEST, verified end to end.
 
-    The attestation signature (organization key), the manifest and every file's digest are checked
-    while downloading; nothing appears at DEST unless all of it verified. An interrupted pull
-    resumes where it stopped when run again.
+    The signed index (organization key; not older than the one this consumer saw before), the
+    attestation signature, the manifest and every file's digest are checked; nothing appears at
+    DEST unless all of it verified. An interrupted pull resumes where it stopped when run again.
     """
+    from rich.markup import escape
+
     from modelgate.registry import pull
 
     config = _config(workers)
     with _progress_bar() as bar:
-        task = bar.add_task(ref, total=None)
+        task = bar.add_task(escape(safe_text(ref)), total=None)
         model = pull(
             ref,
             None,
             dest,
             config=config,
             allow_revoked=allow_revoked,
+            min_sequence=min_sequence,
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if as_json:
@@ -280,14 +354,14 @@ def pull_command(ref: str, dest: Path, allow_revoked: bool, workers: int | None,
         body["decision"] = model.decision.model_dump(mode="json")
         click.echo(json.dumps(body, indent=2, default=str))
         return
-    revoked = f" [red](REVOKED: {model.revocation_reason})[/red]" if model.revoked else ""
+    revoked = f" (REVOKED: {model.revocation_reason})" if model.revoked else ""
     reused = f", {_human(model.reused_bytes)} reused from an earlier attempt" if model.reused_bytes else ""
-    err.print(
-        f"[green]pulled[/green] {model.name}@{model.version} → {model.path}: {model.file_count} files, "
-        f"{_human(model.total_bytes)} verified (root {_short(model.root_digest)}, policy {model.decision.policy})"
-        f"{reused} in {model.seconds:.1f} s{revoked}",
-        highlight=False,
+    text = safe_text(
+        f"{model.name}@{model.version} → {model.path}: {model.file_count} files, "
+        f"{_human(model.total_bytes)} verified (root {_short(model.root_digest)}, policy {model.decision.policy}, "
+        f"index sequence {model.index_sequence}){reused} in {model.seconds:.1f} s{revoked}"
     )
+    echo(f"{styled('pulled', 'green', sys.stderr)} {text}", sys.stderr)
 
 
 registry_commands: list[click.Command] = [registry_group, pull_command]

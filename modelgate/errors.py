@@ -4,7 +4,14 @@ from __future__ import annotations
 
 
 class ModelgateError(Exception):
-    """Base class: an expected failure with a one-line, actionable message."""
+    """Base class: an expected failure with a one-line, actionable message.
+
+    The CLI prints ``<label>: <message>`` and exits ``exit_code``: 2 (error) for every failure, but
+    for a subclass that is the negative verdict of its command (a refused pull: ``refused``, 1).
+    """
+
+    label = "error"
+    exit_code = 2
 
 
 class FetchError(ModelgateError):

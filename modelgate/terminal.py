@@ -56,10 +56,10 @@ def echo(message: str, stream: TextIO | None = None) -> None:
     out.flush()
 
 
-def error_line(message: str) -> None:
-    """``error: <message>`` on stderr, one line, the message as plain text."""
+def error_line(message: str, label: str = "error") -> None:
+    """``<label>: <message>`` on stderr (``error:`` by default), one line, the message as plain text."""
     text = safe_text(" ".join(message.split("\n")).strip() or "unknown error")
-    echo(f"{styled('error:', 'red', sys.stderr)} {text}", sys.stderr)
+    echo(f"{styled(label + ':', 'red', sys.stderr)} {text}", sys.stderr)
 
 
 def width(text: str) -> int:

@@ -23,6 +23,7 @@ os.environ.update(
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "DO_NOT_TRACK": "1",
         "MODELGATE_LEDGER": "off",  # the ledger tests turn the DVC ledger on for themselves
+        "MODELGATE_REGISTRY_STATE_DIR": str(_SESSION_TMP / "registry-state"),  # consumers' rollback state
     }
 )
 os.environ.pop("PREFECT_API_URL", None)

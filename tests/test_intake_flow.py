@@ -77,7 +77,9 @@ def test_missing_source_is_an_error_and_the_gate_fails_closed(intake, tmp_path: 
     assert outcome.decision == "error"
     assert outcome.stages["fetch"] == "error"
     assert outcome.stages["manifest"] == "skipped"
-    assert _decision(outcome)["decision"] == "rejected"
+    decision = _decision(outcome)
+    assert decision["decision"] == "error"  # the record agrees with the CLI: a stage errored
+    assert decision["reasons"][0].startswith("stage fetch errored")
 
 
 def test_run_is_recorded_on_the_prefect_server(intake, examples: dict[str, Path], prefect_server: str) -> None:

@@ -32,6 +32,7 @@ from modelgate.registry import (
     read_index,
     revoke,
     set_alias,
+    sign_index,
 )
 from modelgate.registry.signer import FileSigner
 from tests.test_registry_support import (
@@ -135,7 +136,7 @@ def test_round_trip_verifies_and_moves_into_place(reg: Registry, tmp_path: Path,
     item = _intake(tmp_path, policies, sizes=sizes)
     result = publish(**item.publish_kwargs(), config=reg.publisher, signer=reg.signer)
     assert result.uri == f"s3://{BUCKET}/models/{item.name}/1.0.0/"
-    index, _ = read_index(reg.consumer.client(), BUCKET, item.name)
+    index, _ = read_index(reg.consumer.client(), BUCKET, item.name, reg.public_key)
     assert index is not None
     entry = index.versions["1.0.0"]
     assert (entry.decision, entry.policy, entry.root_digest) == ("approved", "registry-test", item.manifest.root_digest)
@@ -259,8 +260,15 @@ def test_attestation_signed_by_another_key_is_refused(reg: Registry, tmp_path: P
     private, _, _ = ensure_key_pair(tmp_path / "rogue-keys")
     item = _intake(tmp_path, policies, sizes={"w.bin": 10})
     publish(**item.publish_kwargs(), config=reg.publisher, signer=FileSigner.from_file(private))
-    with pytest.raises(PullRefused, match="attestation signature invalid"):
+    # The rogue signer signed the new model's index too: that is checked first.
+    with pytest.raises(PullRefused, match="index signature invalid"):
         _pull(reg, item.name, "1.0.0", tmp_path / "out")
+    # Under a properly signed index, the rogue attestation itself is refused.
+    rogue = _intake(tmp_path / "v2", policies, name=item.name, version="2.0.0", sizes={"w.bin": 12}, seed=2)
+    publish(**rogue.publish_kwargs(), config=reg.publisher, signer=FileSigner.from_file(private))
+    sign_index(item.name, config=reg.publisher, signer=reg.signer, rebuild=True)
+    with pytest.raises(PullRefused, match="attestation signature invalid"):
+        _pull(reg, item.name, "2.0.0", tmp_path / "out")
 
 
 # --------------------------------------------------------------------------- write-once, races, crashes
@@ -314,7 +322,7 @@ def test_two_concurrent_publishes_of_one_version_exactly_one_wins(
         assert tree(model.path) == tree(winner.model_dir)
         listed = reg.admin_client().list_objects_v2(Bucket=BUCKET, Prefix=f"models/{name}/{version}/files/")
         assert {k["Key"].split("/files/", 1)[1] for k in listed["Contents"]} == {e.path for e in winner.manifest.files}
-    index, _ = read_index(reg.consumer.client(), BUCKET, name)
+    index, _ = read_index(reg.consumer.client(), BUCKET, name, reg.public_key)
     assert index is not None and sorted(index.versions) == ["1.0.0", "1.0.1"]
 
 
@@ -337,17 +345,16 @@ def test_a_publish_killed_midway_leaves_no_visible_version(
     client = reg.consumer.client()
     keys = [k["Key"] for k in client.list_objects_v2(Bucket=BUCKET, Prefix=f"models/{item.name}/")["Contents"]]
     assert any("/files/model.safetensors" in k for k in keys), "files were written before the kill"
+    assert layout.claim_key(item.name, "1.0.0") in keys, "the dead publish left its claim"
     assert layout.attestation_key(item.name, "1.0.0") not in keys
-    assert read_index(client, BUCKET, item.name) == (None, None)
+    assert read_index(client, BUCKET, item.name, reg.public_key) == (None, None)
     with pytest.raises(NotFound):
         _pull(reg, item.name, "1.0.0", tmp_path / "out")
-    # Another intake run cannot take the version while the claim is fresh ...
-    other = _intake(tmp_path / "other", policies, name=item.name, seed=3)
-    with pytest.raises(VersionExists, match="is being published by run"):
-        publish(**other.publish_kwargs(), config=reg.publisher, signer=reg.signer)
-    # ... the retry of the killed run takes its claim over and commits.
+    # The claim names this process, which no longer runs that publish: the retry takes it over at once
+    # (a claim of another live process is refused: tests/test_registry_claims.py).
     result = publish(**item.publish_kwargs(), config=reg.publisher, signer=reg.signer)
     assert not result.already_published
+    assert result.claim_taken_over and "no longer runs that publish" in result.claim_taken_over
     assert _pull(reg, item.name, "1.0.0", tmp_path / "out").root_digest == item.manifest.root_digest
 
 
@@ -467,7 +474,7 @@ def test_alias_is_resolved_once_and_recorded_with_who_and_when(reg: Registry, tm
     publish(**second.publish_kwargs(), config=reg.publisher, signer=reg.signer)
     entry = set_alias(item.name, "prod", "1.0.0", config=reg.publisher, who="alice")
     assert entry.set_by == "alice"
-    index, _ = read_index(reg.consumer.client(), BUCKET, item.name)
+    index, _ = read_index(reg.consumer.client(), BUCKET, item.name, reg.public_key)
     assert index is not None and index.aliases["prod"].version == "1.0.0" and index.aliases["prod"].set_by == "alice"
     assert _pull(reg, item.name, ":prod", tmp_path / "prod").root_digest == item.manifest.root_digest
     assert _pull(reg, f"{item.name}:prod", None, tmp_path / "prod2").version == "1.0.0"
@@ -486,7 +493,7 @@ def test_revoked_version_is_refused_unless_allowed(reg: Registry, tmp_path: Path
         assert refused.value.reason == f"version 1.0.0 of {item.name} is revoked: CVE-2099-0001 in the tokenizer"
     model = _pull(reg, item.name, "1.0.0", tmp_path / "out", allow_revoked=True)
     assert model.revoked and model.revocation_reason == "CVE-2099-0001 in the tokenizer"
-    index, _ = read_index(reg.consumer.client(), BUCKET, item.name)
+    index, _ = read_index(reg.consumer.client(), BUCKET, item.name, reg.public_key)
     assert index is not None and index.versions["1.0.0"].revocation is not None
     assert index.versions["1.0.0"].revocation.revoked_by == "secops"
     with pytest.raises(RegistryError, match="revoked"):
@@ -506,7 +513,7 @@ def test_concurrent_index_updates_are_not_lost(reg: Registry, tmp_path: Path, po
         thread.start()
     for thread in threads:
         thread.join()
-    index, _ = read_index(reg.consumer.client(), BUCKET, item.name)
+    index, _ = read_index(reg.consumer.client(), BUCKET, item.name, reg.public_key)
     assert index is not None and sorted(index.aliases) == [f"team{i}" for i in range(6)]
 
 
@@ -525,8 +532,10 @@ def cli_env(reg: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> d
         "MODELGATE_REGISTRY_ACCESS_KEY": reg.publisher.access_key or "",
         "MODELGATE_REGISTRY_SECRET_KEY": reg.publisher.secret_key or "",
         "MODELGATE_ORG_PUBLIC_KEY_FILE": str(public),
+        "MODELGATE_ORG_SIGNING_KEY_FILE": str(reg.publisher.signing_key_path),
+        "MODELGATE_REGISTRY_STATE_DIR": str(tmp_path / "consumer-state"),
         "MODELGATE_ACTOR": "cli-user",
-        "COLUMNS": "250",  # rich tables fit the terminal; CliRunner has none
+        "COLUMNS": "250",
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -83,7 +83,7 @@ def test_policy_change_revokes_only_entries_that_no_longer_pass(reg: Registry, t
     with pytest.raises(PullRefused) as refused:
         pull(mit.name, "1.0.0", tmp_path / "out", config=reg.consumer, public_key=reg.public_key)
     assert refused.value.reason.startswith(f"version 1.0.0 of {mit.name} is revoked: re-gate under policy")
-    index, _ = read_index(reg.consumer.client(), BUCKET, mit.name)
+    index, _ = read_index(reg.consumer.client(), BUCKET, mit.name, reg.public_key)
     assert index is not None and index.versions["1.0.0"].revoked
     assert index.versions["1.0.0"].revocation and index.versions["1.0.0"].revocation.revoked_by == "modelgate-regate"
     again = regate_registry(**common)
@@ -131,6 +131,7 @@ def test_regate_runs_as_a_prefect_flow(
         "MODELGATE_REGISTRY_ACCESS_KEY": reg.publisher.access_key or "",
         "MODELGATE_REGISTRY_SECRET_KEY": reg.publisher.secret_key or "",
         "MODELGATE_ORG_PUBLIC_KEY_FILE": str(public),
+        "MODELGATE_ORG_SIGNING_KEY_FILE": str(reg.publisher.signing_key_path),  # revoking re-signs the index
     }.items():
         monkeypatch.setenv(key, value)
     report = regate(policy_dir=str(policies), names=[mit.name])

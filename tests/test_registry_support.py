@@ -2,11 +2,17 @@
 
 The evidence is produced by the real stage functions (manifest, signature, provenance, gate) on a
 generated model, so what is published and re-gated is exactly what the intake flow writes.
+``start_child_publish`` runs a publish in a separate process (to kill it, or to keep it alive
+while another process tries the same version); only that child installs the pause hook.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -99,8 +105,14 @@ class Registry:
 def registry_server(base: Any, keys_dir: Path, *, workers: int = 4, part_mb: int = 5) -> Iterator[Registry]:
     with seaweedfs(base, identities=identities()) as server:
         make_s3_client(server.endpoint_url, server.access_key, server.secret_key).create_bucket(Bucket=BUCKET)
+        state = Path(base.mktemp("consumer-state")) if hasattr(base, "mktemp") else Path(base) / "consumer-state"
         common = RegistryConfig(
-            bucket=BUCKET, endpoint=server.endpoint_url, workers=workers, part_size=part_mb * MiB, keys_dir=keys_dir
+            bucket=BUCKET,
+            endpoint=server.endpoint_url,
+            workers=workers,
+            part_size=part_mb * MiB,
+            keys_dir=keys_dir,
+            state_dir=state,
         )
         private, _, _ = ensure_key_pair(keys_dir)
         yield Registry(
@@ -213,3 +225,121 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 def file_mode(path: Path) -> int:
     return os.stat(path).st_mode & 0o777
+
+
+# --------------------------------------------------------------------------- a publish in another process
+
+CHILD = "from tests.test_registry_support import child_publish_main; child_publish_main()"
+
+
+def _pause_hook(paused: Path, resume: Path) -> Any:
+    """Blocks the first model-file upload (and every later one) until ``resume`` exists; says so in ``paused``."""
+
+    def hook(params: dict[str, Any], **_: Any) -> None:
+        if "/files/" not in str(params.get("Key", "")):
+            return
+        paused.touch()
+        while not resume.exists():
+            time.sleep(0.05)
+
+    return hook
+
+
+def child_publish_main() -> None:
+    """A publish in this (child) process, as `spec.json` (argv[1]) describes; the result goes to a JSON file."""
+    from modelgate.registry import publish
+
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    config = RegistryConfig(
+        bucket=spec["bucket"],
+        endpoint=spec["endpoint"],
+        access_key=spec["access_key"],
+        secret_key=spec["secret_key"],
+        workers=2,
+        part_size=5 * MiB,
+        claim_lease_s=spec["lease_s"],
+        keys_dir=Path(spec["keys_dir"]),
+    )
+    client = config.client()
+    if spec["pause"]:
+        hook = _pause_hook(Path(spec["paused"]), Path(spec["resume"]))
+        for operation in ("PutObject", "UploadPart"):
+            client.meta.events.register(f"before-parameter-build.s3.{operation}", hook)
+    result = publish(
+        name=spec["name"],
+        version=spec["version"],
+        model_dir=Path(spec["model_dir"]),
+        manifest=Manifest.model_validate_json(Path(spec["manifest"]).read_text()),
+        decision=Decision.model_validate_json(Path(spec["decision"]).read_text()),
+        evidence_dir=Path(spec["evidence_dir"]),
+        client=client,
+        config=config,
+        signer=FileSigner.from_file(config.signing_key_path),
+        who="child",
+    )
+    Path(spec["result"]).write_text(
+        json.dumps({"root_digest": result.root_digest, "claim_taken_over": result.claim_taken_over})
+    )
+
+
+@dataclass
+class ChildPublish:
+    """A publish running in a child process."""
+
+    proc: subprocess.Popen[bytes]
+    folder: Path
+
+    def _fail(self, what: str) -> None:
+        out = (self.folder / "child.log").read_text(errors="replace")
+        raise AssertionError(f"child publish {what} (exit {self.proc.poll()}):\n{out[-4000:]}")
+
+    def wait_paused(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not (self.folder / "paused").exists():
+            if self.proc.poll() is not None:
+                self._fail("exited before its upload paused")
+            if time.monotonic() > deadline:
+                self._fail("did not reach its upload")
+            time.sleep(0.05)
+
+    def resume(self) -> None:
+        (self.folder / "resume").touch()
+
+    def result(self, timeout_s: float = 120.0) -> dict[str, Any]:
+        if self.proc.wait(timeout=timeout_s) != 0:
+            self._fail("failed")
+        return dict(json.loads((self.folder / "result.json").read_text()))
+
+
+def start_child_publish(reg: Registry, item: Intake, folder: Path, *, lease_s: float, pause: bool) -> ChildPublish:
+    """Start ``publish`` of ``item`` as the publisher identity in a new Python process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "manifest.json"
+    manifest.write_text(item.manifest.model_dump_json())
+    spec = {
+        "bucket": BUCKET,
+        "endpoint": reg.server.endpoint_url,
+        "access_key": PUBLISHER[0],
+        "secret_key": PUBLISHER[1],
+        "keys_dir": str(reg.publisher.keys_dir),
+        "lease_s": lease_s,
+        "pause": pause,
+        "paused": str(folder / "paused"),
+        "resume": str(folder / "resume"),
+        "result": str(folder / "result.json"),
+        "name": item.name,
+        "version": item.version,
+        "model_dir": str(item.model_dir),
+        "manifest": str(manifest),
+        "decision": str(item.evidence_dir / "decision.json"),
+        "evidence_dir": str(item.evidence_dir),
+    }
+    (folder / "spec.json").write_text(json.dumps(spec))
+    with (folder / "child.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(folder / "spec.json")],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return ChildPublish(proc, folder)

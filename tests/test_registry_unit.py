@@ -176,7 +176,7 @@ class MemoryKms:
 
 
 @pytest.fixture
-def moto_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[RegistryConfig]:
+def moto_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[RegistryConfig]:
     from moto import mock_aws
 
     for key in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MODELGATE_S3_ENDPOINT"):
@@ -184,7 +184,7 @@ def moto_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[RegistryConfig]:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     with mock_aws():
-        config = RegistryConfig(bucket="registry-unit", workers=2, part_size=5 * MiB)
+        config = RegistryConfig(bucket="registry-unit", workers=2, part_size=5 * MiB, state_dir=tmp_path / "state")
         config.client().create_bucket(Bucket="registry-unit")
         yield config
 
@@ -196,7 +196,8 @@ def test_moto_round_trip_with_a_kms_style_signer(moto_config: RegistryConfig, tm
         item.decision, item.model_dir, item.manifest, item.evidence_dir, config=moto_config, signer=kms
     )
     assert evidence.status is Status.PASS, evidence.reason
-    assert evidence.metrics["publish.uri"] == "s3://registry-unit/models/unit-model/1.0.0/" and kms.calls == 1
+    assert evidence.metrics["publish.uri"] == "s3://registry-unit/models/unit-model/1.0.0/"
+    assert kms.calls == 2, "the attestation and the index"
     model = pull("unit-model@1.0.0", None, tmp_path / "out", config=moto_config, public_key=kms.public_key())
     assert tree(model.path) == tree(item.model_dir)
 
@@ -204,6 +205,7 @@ def test_moto_round_trip_with_a_kms_style_signer(moto_config: RegistryConfig, tm
         item.decision, item.model_dir, item.manifest, item.evidence_dir, config=moto_config, signer=kms
     )
     assert again.status is Status.PASS and again.details["already_published"] is True
+    assert kms.calls == 2, "an index that does not change is not re-signed"
     other = intake(tmp_path / "o", "unit-model", "1.0.0", random_files({"w.bin": 10}, 1), policy_dir(tmp_path / "p"))
     refused = publish_stage(
         other.decision, other.model_dir, other.manifest, other.evidence_dir, config=moto_config, signer=kms

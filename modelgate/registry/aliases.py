@@ -1,6 +1,8 @@
 """Aliases (``prod``, ``staging``, ``latest``): names for a version, recorded with who set them and when.
 
-An alias is resolved once per pull; everything after that is about the version it named.
+Aliases live in the signed index: setting one re-signs the index with the next sequence, and
+pull resolves an alias only from an index it verified (once per pull; everything after that is
+about the version it named).
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from typing import Any
 from modelgate.registry import layout, store
 from modelgate.registry.config import RegistryConfig, actor
 from modelgate.registry.errors import NotFound, RegistryError
-from modelgate.registry.index import AliasEntry, RegistryIndex, update_index
+from modelgate.registry.index import AliasEntry, RegistryIndex
+from modelgate.registry.index_writer import update_index
+from modelgate.registry.signer import FileSigner, Signer, verifying_key
+from modelgate.signing.truststore import PublicKey
 
 
 def set_alias(
@@ -21,16 +26,21 @@ def set_alias(
     client: Any = None,
     config: RegistryConfig | None = None,
     who: str | None = None,
+    signer: Signer | None = None,
+    public_key: PublicKey | None = None,
 ) -> AliasEntry:
-    """Point ``alias`` at a committed, unrevoked version of ``name``."""
+    """Point ``alias`` at a committed, unrevoked version of ``name`` (signed with the organization key)."""
     layout.check_name(name)
     layout.check_alias(alias)
     layout.check_version(version)
     config = config or RegistryConfig.from_env()
     client = client or config.client()
+    signer = signer or FileSigner.from_env(config)
+    key = public_key or verifying_key(signer, config)
     if not store.exists(client, config.bucket, layout.attestation_key(name, version)):
         raise NotFound(f"{name}@{version} is not in the registry")
-    entry = AliasEntry(version=version, set_by=who or actor())
+    who = who or actor()
+    entry = AliasEntry(version=version, set_by=who)
 
     def point(index: RegistryIndex) -> None:
         known = index.versions.get(version)
@@ -40,12 +50,15 @@ def set_alias(
             raise RegistryError(f"cannot alias {name}@{version}: it is revoked")
         index.aliases[alias] = entry
 
-    update_index(client, config.bucket, name, point)
+    update_index(client, config.bucket, name, point, signer=signer, public_key=key, who=who)
     return entry
 
 
 def resolve(index: RegistryIndex | None, name: str, version: str | None, alias: str | None) -> str:
-    """The version a reference names: the version itself, the alias's target, else ``latest`` or the newest."""
+    """The version a reference names: the version itself, the alias's target, else ``latest`` or the newest.
+
+    ``index`` must be a verified index: an alias is never resolved from anything else.
+    """
     if version:
         return version
     if index is None:

@@ -41,7 +41,7 @@ class WaiverSummary(BaseModel):
 class DecisionSummary(BaseModel):
     """What the gate decided, enough to list and audit without fetching decision.json."""
 
-    decision: Literal["approved", "rejected"]
+    decision: Literal["approved", "rejected", "error"]  # only "approved" is ever published
     policy: str
     policy_digest: str
     run_id: str

@@ -26,8 +26,18 @@ class PublishRefused(RegistryError):
 
 
 class PullRefused(RegistryError):
-    """Pull found something it must not hand to a consumer; ``reason`` is the short cause."""
+    """Pull found something it must not hand to a consumer; ``reason`` is the short cause.
+
+    The verdict of ``pull`` (and of ``registry ls/show`` on a refused index): exit 1, ``refused:``.
+    """
+
+    label = "refused"
+    exit_code = 1
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class IndexRefused(PullRefused):
+    """The model's index is not one a consumer may trust: unsigned, badly signed, rolled back or forked."""

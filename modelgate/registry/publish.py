@@ -1,27 +1,26 @@
 """Publish an approved model: write-once version, files first, signed attestation last (the commit point).
 
 1. claim the version with a conditional write (``If-None-Match: *`` on ``claim.json``): of two
-   concurrent publishes exactly one holds it, the other is refused before writing anything;
+   concurrent publishes exactly one holds it, the other is refused before writing anything; the
+   holder renews the claim while it works (``modelgate.registry.claim``);
 2. upload the files (hashed while sent: they must still match the manifest), the evidence,
    ``manifest.json`` and ``decision.json``;
 3. write ``attestation.json`` with ``If-None-Match: *``: from this moment the version exists;
-4. record it in ``index.json`` (If-Match, retried).
+4. record it in the signed ``index.json`` (verified, re-signed with the next sequence, If-Match, retried).
 
 A failure before 3 deletes what this publish wrote; a killed publish leaves no attestation, so
-nothing is visible, and its claim is taken over by a retry of the same intake run or, after
-``claim_ttl_s``, by anyone. Publishing the same run again after 3 is a no-op that repairs the index.
+nothing is visible, and its claim is taken over at once by a publish on the same host once its
+process is gone, or by anyone once its lease (``claim_lease_s``) ran out without renewal.
+Publishing the same run again after 3 is a no-op that repairs the index.
 """
 
 from __future__ import annotations
 
 import contextlib
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel, ValidationError
 
 from modelgate.evidence import utcnow
 from modelgate.manifest import Manifest, compute_root_digest
@@ -37,11 +36,14 @@ from modelgate.registry.attestation import (
     statement,
     summarize,
 )
+from modelgate.registry.claim import Claim, Held, holding, still_mine
 from modelgate.registry.config import RegistryConfig, actor
 from modelgate.registry.errors import PublishRefused, RegistryError, RegistryUnavailable, VersionExists
-from modelgate.registry.index import RegistryIndex, VersionEntry, update_index
-from modelgate.registry.signer import FileSigner, Signer
+from modelgate.registry.index import RegistryIndex, VersionEntry
+from modelgate.registry.index_writer import check_writable, entry_from_attestation, update_index, version_entry
+from modelgate.registry.signer import FileSigner, Signer, verifying_key
 from modelgate.registry.upload import Uploader, UploadItem
+from modelgate.signing.truststore import PublicKey
 
 
 @dataclass(frozen=True)
@@ -56,16 +58,16 @@ class PublishResult:
     total_bytes: int
     bytes_uploaded: int
     already_published: bool = False
+    claim_taken_over: str | None = None  # why a previous publish's claim was taken over, if one was
 
 
-class Claim(BaseModel):
-    """Who is publishing a version right now (``claim.json``)."""
+@dataclass(frozen=True)
+class _Index:
+    """What a writer needs to re-sign the index: the key to sign with and the key to verify the current one."""
 
-    token: str
-    run_id: str
-    root_digest: str
-    actor: str
-    started_at: datetime
+    signer: Signer
+    public_key: PublicKey
+    who: str
 
 
 def _check_request(name: str, version: str, manifest: Manifest, decision: Decision, evidence_dir: Path) -> None:
@@ -97,108 +99,59 @@ def _evidence_files(evidence_dir: Path) -> list[tuple[str, Path]]:
     return found
 
 
-def _read_claim(client: Any, bucket: str, key: str) -> tuple[Claim, str] | None:
-    found = store.get_bytes(client, bucket, key)
-    if found is None:
-        return None
-    try:
-        return Claim.model_validate_json(found[0]), found[1]
-    except ValidationError:  # an unreadable claim protects nothing: treat it as expired
-        return Claim(token="", run_id="?", root_digest="", actor="?", started_at=datetime.fromtimestamp(0, UTC)), found[
-            1
-        ]
-
-
-def _claim(client: Any, bucket: str, name: str, version: str, mine: Claim, ttl_s: float) -> None:
-    """Take the version's claim, or a claim left by the same run or expired; else ``VersionExists``."""
-    key = layout.claim_key(name, version)
-    body = mine.model_dump_json(indent=2).encode()
-    for _ in range(3):
-        try:
-            store.put_bytes(client, bucket, key, body, if_none_match=True)
-            return
-        except Exception as exc:
-            if not store.precondition_failed(exc):
-                raise
-        held = _read_claim(client, bucket, key)
-        if held is None:
-            continue  # released between our write and our read: try again
-        current, etag = held
-        same_run = current.run_id == mine.run_id and current.root_digest == mine.root_digest
-        started = current.started_at if current.started_at.tzinfo else current.started_at.replace(tzinfo=UTC)
-        expired = mine.started_at - started > timedelta(seconds=ttl_s)
-        if not (same_run or expired):
-            raise VersionExists(
-                f"{name}@{version} is being published by run {current.run_id} "
-                f"(since {current.started_at:%Y-%m-%d %H:%M:%S} UTC)"
-            )
-        try:
-            store.put_bytes(client, bucket, key, body, if_match=etag)
-            return
-        except Exception as exc:
-            if not store.precondition_failed(exc):
-                raise
-            raise VersionExists(f"{name}@{version}: another publish took over the claim first") from exc
-    raise VersionExists(f"{name}@{version}: the claim keeps changing, retry later")
-
-
-def _still_mine(client: Any, bucket: str, name: str, version: str, mine: Claim) -> bool:
-    held = _read_claim(client, bucket, layout.claim_key(name, version))
-    return held is not None and held[0].token == mine.token
-
-
 def _rollback(client: Any, bucket: str, name: str, version: str, mine: Claim, written: list[str]) -> None:
     """Best effort: remove what this publish wrote, and its claim, unless another publish took over."""
     with contextlib.suppress(Exception):
-        if _still_mine(client, bucket, name, version, mine):
+        if still_mine(client, bucket, name, version, mine):
             store.delete_keys(client, bucket, [*written, layout.claim_key(name, version)])
 
 
-def _index_entry(predicate: IntakePredicate, attestation_digest: str) -> VersionEntry:
-    summary = predicate.decision
-    return VersionEntry(
-        version=predicate.version,
-        decision=summary.decision,
-        root_digest=predicate.manifest.root_digest,
-        policy=summary.policy,
-        policy_digest=summary.policy_digest,
-        approvers=summary.approvers,
-        run_id=summary.run_id,
-        published_at=predicate.published_at,
-        published_by=predicate.published_by,
-        attestation_digest=attestation_digest,
-        file_count=predicate.manifest.file_count,
-        total_bytes=predicate.manifest.total_bytes,
-    )
+def _clear_leftovers(client: Any, bucket: str, name: str, version: str) -> None:
+    """After taking over a dead publish's claim: its partial upload goes, so the version holds only ours."""
+    claim = layout.claim_key(name, version)
+    stale = [k for k in store.list_keys(client, bucket, layout.version_prefix(name, version)) if k != claim]
+    store.delete_keys(client, bucket, stale)
 
 
-def _record(client: Any, bucket: str, entry: VersionEntry, name: str) -> None:
+def _record(client: Any, bucket: str, entry: VersionEntry, name: str, signing: _Index) -> None:
     def add(index: RegistryIndex) -> None:
         if entry.version not in index.versions:
             index.versions[entry.version] = entry
 
-    update_index(client, bucket, name, add)
+    update_index(client, bucket, name, add, signer=signing.signer, public_key=signing.public_key, who=signing.who)
+
+
+def _list_committed(client: Any, bucket: str, name: str, version: str, signing: _Index) -> VersionEntry:
+    """Make sure the signed index lists a committed version: the entry comes from its *verified* attestation.
+
+    A publish killed between the commit and the index update leaves a version that pull refuses
+    (not in the signed index); any later publish of that version lists it, whoever runs it.
+    """
+    entry = entry_from_attestation(client, bucket, name, version, signing.public_key)
+    _record(client, bucket, entry, name, signing)
+    return entry
 
 
 def _already_published(
-    client: Any, bucket: str, name: str, version: str, decision: Decision, attestation: bytes
+    client: Any, bucket: str, name: str, version: str, decision: Decision, attestation: bytes, signing: _Index
 ) -> PublishResult:
-    """A committed version: the same run publishing again is a no-op (and repairs the index)."""
+    """A committed version: the same run publishing again is a no-op, another run is refused; both repair the index."""
     predicate = peek_predicate(attestation, name)
     if predicate is None or predicate.decision.run_id != decision.run_id:
+        with contextlib.suppress(RegistryError):  # best effort: the refusal below is the answer
+            _list_committed(client, bucket, name, version, signing)
         by = f" by run {predicate.decision.run_id}" if predicate else ""
         raise VersionExists(f"{name}@{version} is already published{by}: versions are write-once")
-    digest = digest_of(attestation)
-    _record(client, bucket, _index_entry(predicate, digest), name)
+    entry = _list_committed(client, bucket, name, version, signing)
     return PublishResult(
         name=name,
         version=version,
         uri=layout.s3_uri(bucket, layout.version_prefix(name, version)),
-        root_digest=predicate.manifest.root_digest,
-        attestation_digest=digest,
-        published_at=predicate.published_at,
-        file_count=predicate.manifest.file_count,
-        total_bytes=predicate.manifest.total_bytes,
+        root_digest=entry.root_digest,
+        attestation_digest=entry.attestation_digest,
+        published_at=entry.published_at,
+        file_count=entry.file_count,
+        total_bytes=entry.total_bytes,
         bytes_uploaded=0,
         already_published=True,
     )
@@ -216,34 +169,41 @@ def publish(
     config: RegistryConfig | None = None,
     signer: Signer | None = None,
     who: str | None = None,
+    public_key: PublicKey | None = None,
 ) -> PublishResult:
-    """Publish an approved model and its evidence as ``name@version``; see the module docstring."""
+    """Publish an approved model and its evidence as ``name@version``; see the module docstring.
+
+    ``public_key`` verifies the current index before it is re-signed (default: the signer's own
+    public key, else the configured organization public key).
+    """
     model_dir, evidence_dir = Path(model_dir), Path(evidence_dir)
     _check_request(name, version, manifest, decision, evidence_dir)
     config = config or RegistryConfig.from_env()
     client = client or config.client()
     signer = signer or FileSigner.from_env(config)
+    who = who or actor()
+    signing = _Index(signer, public_key or verifying_key(signer, config), who)
     bucket = config.bucket
     committed = store.get_bytes(client, bucket, layout.attestation_key(name, version))
     if committed is not None:
-        return _already_published(client, bucket, name, version, decision, committed[0])
-    who = who or actor()
-    mine = Claim(
-        token=uuid.uuid4().hex, run_id=decision.run_id, root_digest=manifest.root_digest, actor=who, started_at=utcnow()
-    )
-    _claim(client, bucket, name, version, mine, config.claim_ttl_s)
-    written: list[str] = []
+        return _already_published(client, bucket, name, version, decision, committed[0], signing)
+    check_writable(client, bucket, name, signing.public_key)  # never commit a version the index cannot list
+    with holding(client, config, name, version, decision.run_id, manifest.root_digest, who) as held:
+        written: list[str] = []
+        try:
+            if store.exists(client, bucket, layout.attestation_key(name, version)):
+                raise VersionExists(f"{name}@{version} is already published: versions are write-once")
+            if held.taken_over:
+                _clear_leftovers(client, bucket, name, version)
+            predicate, attestation_digest, sent = _write_version(
+                client, config, name, version, model_dir, manifest, decision, evidence_dir, signer, held, written
+            )
+        except Exception:
+            held.heartbeat.stop()
+            _rollback(client, bucket, name, version, held.claim, written)
+            raise
     try:
-        if store.exists(client, bucket, layout.attestation_key(name, version)):
-            raise VersionExists(f"{name}@{version} is already published: versions are write-once")
-        predicate, attestation_digest, sent = _write_version(
-            client, config, name, version, model_dir, manifest, decision, evidence_dir, signer, mine, written
-        )
-    except Exception:
-        _rollback(client, bucket, name, version, mine, written)
-        raise
-    try:
-        _record(client, bucket, _index_entry(predicate, attestation_digest), name)
+        _record(client, bucket, version_entry(predicate, attestation_digest), name, signing)
     except RegistryError as exc:
         raise RegistryUnavailable(
             f"{name}@{version} is published but index.json was not updated ({exc}); publish the same run again"
@@ -258,6 +218,7 @@ def publish(
         file_count=manifest.file_count,
         total_bytes=manifest.total_bytes,
         bytes_uploaded=sent,
+        claim_taken_over=held.taken_over,
     )
 
 
@@ -271,7 +232,7 @@ def _write_version(
     decision: Decision,
     evidence_dir: Path,
     signer: Signer,
-    mine: Claim,
+    held: Held,
     written: list[str],
 ) -> tuple[IntakePredicate, str, int]:
     """Steps 2 and 3: everything of the version, the attestation last. Returns (predicate, its digest, bytes)."""
@@ -283,7 +244,7 @@ def _write_version(
     evidence = _evidence_files(evidence_dir)
     items += [UploadItem(path, layout.evidence_key(name, version, rel), f"evidence {rel}") for rel, path in evidence]
     written.extend(item.key for item in items)
-    uploader = Uploader(client, bucket, workers=config.workers, part_size=config.part_size)
+    uploader = Uploader(client, bucket, workers=config.workers, part_size=config.part_size, abort=held.lost)
     sent = uploader.upload(items)
     evidence_digests = {rel: uploader.digests[layout.evidence_key(name, version, rel)] for rel, _ in evidence}
 
@@ -311,11 +272,11 @@ def _write_version(
             digests=evidence_digests,
         ),
         published_at=utcnow(),
-        published_by=mine.actor,
+        published_by=held.claim.actor,
         signer_key_id=signer.key_id,
     )
     envelope = sign_envelope(statement(name, manifest.root_digest, predicate), signer)
-    if not _still_mine(client, bucket, name, version, mine):
+    if held.lost.is_set() or not still_mine(client, bucket, name, version, held.claim):
         raise VersionExists(f"{name}@{version}: another publish took over the claim; not committing")
     try:
         store.put_bytes(client, bucket, layout.attestation_key(name, version), envelope, if_none_match=True)

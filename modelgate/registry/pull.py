@@ -1,5 +1,7 @@
 """Consumer pull: resolve once, verify everything, write nothing visible until all of it verified.
 
+The signed index is verified first (organization key, then the consumer's rollback state), the
+reference is resolved from it once, and the version's attestation must be the one it lists.
 Files are downloaded into ``<dest parent>/.<dest name>.partial/`` (same file system, so the
 final move is one atomic ``rename``); an interrupted pull leaves that folder and its resume state
 behind, and the next pull of the same version keeps what is already there.
@@ -21,12 +23,13 @@ from modelgate.registry import layout
 from modelgate.registry.aliases import resolve
 from modelgate.registry.attestation import DecisionSummary
 from modelgate.registry.config import RegistryConfig
+from modelgate.registry.consumer_state import trusted_index
 from modelgate.registry.download import Downloader, DownloadItem, FileMismatch, ResumeState
 from modelgate.registry.errors import PullRefused, RegistryError
-from modelgate.registry.index import read_index
+from modelgate.registry.index import RegistryIndex, Revocation
 from modelgate.registry.revocation import revocation_of
 from modelgate.registry.signer import org_public_key
-from modelgate.registry.verify import refuse, verify_version
+from modelgate.registry.verify import VerifiedVersion, check_listed, refuse, verify_version
 from modelgate.signing.truststore import PublicKey
 
 ProgressCallback = Callable[[int, int], None]
@@ -53,6 +56,37 @@ class PulledModel:
     revoked: bool
     revocation_reason: str | None
     seconds: float
+    index_sequence: int = 0
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A reference resolved from the verified index to a verified version, with its revocation (if any)."""
+
+    index: RegistryIndex
+    verified: VerifiedVersion
+    revocation: Revocation | None
+
+    @property
+    def version(self) -> str:
+        return self.verified.version
+
+
+def resolve_verified(
+    client: Any,
+    config: RegistryConfig,
+    target: layout.ModelRef,
+    public_key: PublicKey,
+    *,
+    min_sequence: int | None = None,
+) -> Resolved:
+    """Index (signature, rollback), resolution from it, attestation and manifest, listing, revocation: in that order."""
+    loaded = trusted_index(client, config, target.name, public_key, min_sequence=min_sequence)
+    index = loaded.index if loaded else None
+    version = resolve(index, target.name, target.version, target.alias)
+    verified = verify_version(client, config.bucket, target.name, version, public_key)
+    index = check_listed(index, verified)
+    return Resolved(index, verified, revocation_of(client, config.bucket, target.name, version, index))
 
 
 def _split(name: str, ref: str | None) -> layout.ModelRef:
@@ -103,11 +137,13 @@ def pull(
     on_progress: ProgressCallback | None = None,
     allow_revoked: bool = False,
     config: RegistryConfig | None = None,
+    min_sequence: int | None = None,
 ) -> PulledModel:
     """Pull ``name`` at ``ref`` (``"1.0.0"``, ``"@1.0.0"``, ``":prod"``; None: latest) into ``dest``.
 
     ``name`` may also be a full reference (``"digits-cnn@1.0.0"``) with ``ref=None``.
-    ``on_progress(bytes_done, bytes_total)`` is called from worker threads.
+    ``on_progress(bytes_done, bytes_total)`` is called from worker threads. ``min_sequence``
+    refuses an index older than that sequence even where this consumer has no state yet.
     Raises ``PullRefused`` (with ``.reason``) for anything that does not verify.
     """
     start = time.perf_counter()
@@ -115,10 +151,8 @@ def pull(
     client = client or config.client()
     key = public_key or org_public_key(config)
     target = _split(name, ref)
-    index, _ = read_index(client, config.bucket, target.name)
-    version = resolve(index, target.name, target.version, target.alias)
-    verified = verify_version(client, config.bucket, target.name, version, key)
-    revocation = revocation_of(client, config.bucket, target.name, version, index)
+    resolved = resolve_verified(client, config, target, key, min_sequence=min_sequence)
+    version, verified, revocation = resolved.version, resolved.verified, resolved.revocation
     if revocation is not None and not allow_revoked:
         reason = f"version {version} of {target.name} is revoked: {revocation.reason}"
         raise PullRefused(f"{reason} (--allow-revoked pulls it anyway)", reason)
@@ -177,4 +211,5 @@ def pull(
         revoked=revocation is not None,
         revocation_reason=revocation.reason if revocation else None,
         seconds=round(time.perf_counter() - start, 3),
+        index_sequence=resolved.index.sequence,
     )

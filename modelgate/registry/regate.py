@@ -4,7 +4,8 @@ A policy change, or a waiver that expired, can make an approved model fail today
 evidence is read from the registry and checked against the digests its signed attestation and
 decision record name (so re-gating never judges altered evidence), flattened exactly as the
 intake gate does, and evaluated with ``modelgate.policy.evaluate``. An entry that no longer
-passes is revoked with the rules it fails as the reason.
+passes is revoked with the rules it fails as the reason (which re-signs the index: the re-gate
+flow holds the organization signing key, loaded only when something is to be revoked).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from modelgate.policy import Decision, evaluate, load_policy, load_waivers
 from modelgate.registry import layout, store
 from modelgate.registry.attestation import digest_of
 from modelgate.registry.config import RegistryConfig
+from modelgate.registry.errors import PullRefused
 from modelgate.registry.index import list_names, read_index
 from modelgate.registry.revocation import revoke
-from modelgate.registry.signer import org_public_key
+from modelgate.registry.signer import FileSigner, Signer, org_public_key
 from modelgate.registry.verify import verify_attestation
 from modelgate.settings import load_settings
 from modelgate.signing.truststore import PublicKey
@@ -121,22 +123,32 @@ def regate_registry(
     names: list[str] | None = None,
     dry_run: bool = False,
     who: str = "modelgate-regate",
+    signer: Signer | None = None,
 ) -> RegateReport:
-    """Re-gate every unrevoked version of ``names`` (default: all models); revoke those that fail."""
+    """Re-gate every unrevoked version of ``names`` (default: all models); revoke those that fail.
+
+    The versions come from each model's verified index; one whose index does not verify is
+    reported as an ``error`` entry (version ``*``), never judged from unverified content.
+    """
     config = config or RegistryConfig.from_env()
     client = client or config.client()
     policy_dir = Path(policy_dir or load_settings().policy_dir)
     key = public_key or org_public_key(config)
     report = RegateReport(policy_dir=str(policy_dir), dry_run=dry_run)
     for name in names or list_names(client, config.bucket):
-        index, _ = read_index(client, config.bucket, name)
+        try:
+            index, _ = read_index(client, config.bucket, name, key)
+        except PullRefused as exc:
+            report.entries.append(RegateEntry(name=name, version="*", status="error", reason=exc.reason))
+            continue
         for version, known in sorted((index.versions if index else {}).items()):
             if known.revoked:
                 report.entries.append(RegateEntry(name=name, version=version, status="skipped", reason="revoked"))
                 continue
             entry = regate_version(client, config.bucket, name, version, policy_dir=policy_dir, public_key=key, now=now)
             if entry.status == "fail" and not dry_run:
-                revoke(name, version, entry.reason, client=client, config=config, who=who)
+                signer = signer or FileSigner.from_env(config)
+                revoke(name, version, entry.reason, client=client, config=config, who=who, signer=signer)
                 entry.status = "revoked"
             report.entries.append(entry)
     return report

@@ -110,6 +110,21 @@ def org_public_key(config: RegistryConfig | None = None) -> PublicKey:
     return load_public_key(data, str(path))
 
 
+def verifying_key(signer: Signer, config: RegistryConfig | None = None) -> PublicKey:
+    """The key a writer checks the current index with before re-signing it.
+
+    The signer's own public key when it exposes one (``FileSigner.public_key``, or a KMS
+    signer's ``public_key()``), else the configured organization public key. A writer never
+    re-signs an index that this key does not verify.
+    """
+    candidate = getattr(signer, "public_key", None)
+    if callable(candidate):
+        candidate = candidate()
+    if isinstance(candidate, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        return candidate
+    return org_public_key(config)
+
+
 def ensure_key_pair(keys_dir: Path) -> tuple[Path, Path, bool]:
     """Create an ECDSA P-256 key pair in ``keys_dir`` unless one exists: (private, public, created).
 

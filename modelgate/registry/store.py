@@ -8,6 +8,9 @@ AWS S3 and MinIO; tests/test_registry.py proves it on the real server).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -63,6 +66,51 @@ def get_bytes(client: Any, bucket: str, key: str) -> tuple[bytes, str] | None:
         if is_missing(exc):
             return None
         raise translate(exc, "read", bucket, key) from exc
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A small object with the server's clock: when it was last written, and "now" as the server said it."""
+
+    body: bytes
+    etag: str
+    last_modified: datetime | None
+    server_now: datetime | None
+
+    def age_s(self, local_now: datetime) -> float | None:
+        """Seconds since the last write, by the server's clock when it sent one (immune to client skew)."""
+        if self.last_modified is None:
+            return None
+        return ((self.server_now or local_now) - self.last_modified).total_seconds()
+
+
+def _server_date(response: dict[str, Any]) -> datetime | None:
+    header = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        return parsedate_to_datetime(header) if header else None
+    except (TypeError, ValueError):
+        return None
+
+
+def get_stored(client: Any, bucket: str, key: str) -> Stored | None:
+    """Like ``get_bytes``, with the object's Last-Modified and the server's Date header."""
+    try:
+        response = client.get_object(Bucket=bucket, Key=key)
+        if int(response.get("ContentLength") or 0) > MAX_METADATA_BYTES:
+            response["Body"].close()
+            raise RegistryError(f"s3://{bucket}/{key} is larger than {MAX_METADATA_BYTES >> 20} MiB")
+        body = response["Body"].read()
+    except (ClientError, BotoCoreError) as exc:
+        if is_missing(exc):
+            return None
+        raise translate(exc, "read", bucket, key) from exc
+    modified = response.get("LastModified")
+    return Stored(
+        body=body,
+        etag=str(response.get("ETag", "")),
+        last_modified=modified if isinstance(modified, datetime) else None,
+        server_now=_server_date(response),
+    )
 
 
 def exists(client: Any, bucket: str, key: str) -> bool:

@@ -3,6 +3,7 @@
 Files are read once, sequentially, by the calling thread (which hashes them) and sent as single
 PUTs or multipart parts by a thread pool; a file whose bytes no longer match the manifest is
 refused before its upload completes. At most ``workers + 2`` parts are in memory at a time.
+An ``abort`` event (set when the publish lost its claim) stops the upload before the next part.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from modelgate.registry.errors import PublishRefused
+from modelgate.registry.errors import PublishRefused, VersionExists
 from modelgate.registry.store import translate
 
 
@@ -54,8 +55,11 @@ def _read_exact(handle: Any, size: int) -> bytes:
 class Uploader:
     """Uploads ``UploadItem``s to one bucket with a bounded number of parts in flight."""
 
-    def __init__(self, client: Any, bucket: str, *, workers: int, part_size: int) -> None:
+    def __init__(
+        self, client: Any, bucket: str, *, workers: int, part_size: int, abort: threading.Event | None = None
+    ) -> None:
         self.client = client
+        self.abort = abort
         self.bucket = bucket
         self.part_size = max(5 << 20, part_size)  # S3's minimum part size (all but the last part)
         self.workers = max(1, workers)
@@ -86,6 +90,9 @@ class Uploader:
 
     def _bounded(self, pool: ThreadPoolExecutor, fn: Any, *args: Any) -> Future[Any]:
         self.window.acquire()
+        if self.abort is not None and self.abort.is_set():
+            self.window.release()
+            raise VersionExists("another publish took over the claim: upload stopped")
         future = pool.submit(fn, *args)
         future.add_done_callback(lambda _: self.window.release())
         return future

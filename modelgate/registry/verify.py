@@ -2,7 +2,8 @@
 
 Order matters: the attestation (the commit point) is verified with the organization's public key
 first; the manifest is accepted only if its digest is the one the attestation signed and its
-root digest is the attested subject. File digests are then checked by the download itself.
+root digest is the attested subject. ``check_listed`` then ties the version to the signed index
+(the attestation must be the one the index lists). File digests are checked by the download.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from modelgate.manifest import Manifest, compute_root_digest
 from modelgate.registry import layout, store
 from modelgate.registry.attestation import AttestationInvalid, IntakePredicate, digest_of, open_envelope, read_statement
 from modelgate.registry.errors import NotFound, PullRefused, RegistryError
+from modelgate.registry.index import RegistryIndex
 from modelgate.signing.truststore import PublicKey
 
 
@@ -77,3 +79,18 @@ def verify_version(client: Any, bucket: str, name: str, version: str, public_key
             raise refuse(name, version, f"manifest lists {entry.path!r} twice")
         seen.add(entry.path)
     return VerifiedVersion(name, version, root, predicate, attestation_digest, manifest)
+
+
+def check_listed(index: RegistryIndex | None, verified: VerifiedVersion) -> RegistryIndex:
+    """The signed index, once it lists the verified version as it is; otherwise the version is refused.
+
+    The index is where revocations are signed: a version it does not list has no verifiable
+    revocation state, so it is not handed out (a publish killed between the attestation and the
+    index update; any later publish of that version lists it).
+    """
+    name, version = verified.name, verified.version
+    if index is None or (entry := index.versions.get(version)) is None:
+        raise refuse(name, version, f"{name}@{version} is not in the signed index (run its publish again to list it)")
+    if entry.attestation_digest != verified.attestation_digest or entry.root_digest != verified.root_digest:
+        raise refuse(name, version, "the attestation does not match the signed index")
+    return index
