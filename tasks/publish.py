@@ -3,7 +3,8 @@
 The intake flow calls it only on approve. ``publish_stage`` never raises; the task raises for a
 retryable error (S3 unreachable, 5xx, index not updated) while attempts are left, so Prefect
 retries it, and returns the ``error`` evidence on the last attempt so the flow records it.
-A retry is safe: publish takes over the claim of its own dead attempt (or any claim whose lease ran out), and a committed version is a no-op.
+A retry is safe: publish takes over the claim of its own dead attempt (or any claim whose lease
+ran out), and a committed version is a no-op.
 Retry delays come from ``MODELGATE_RETRY_DELAY_S`` when set (tests); not cached: a resumed run's
 publish finds its own committed version and does nothing.
 """

@@ -2,7 +2,8 @@
 
 Every malicious sample is first proven to run its payload with the real loader in a child
 process (tests/live.py); every benign neighbour is loaded by the real loader and must scan safe.
-SavedModel samples cannot be live-verified: TensorFlow is not installed (too heavy for CI).
+The SavedModel graphs here are built by hand to reach every path-flow case; the real ones, built,
+loaded and run by TensorFlow 2.21, are in tests/test_scan_saved_model_live.py.
 """
 
 from __future__ import annotations
@@ -498,6 +499,9 @@ def test_truncated_gguf_with_template_fails_closed(tmp_path: Path, cut: int) -> 
 
 
 # --------------------------------------------------------------------------- TensorFlow SavedModel
+# Graphs built by hand as TensorFlow 2 writes them (tests/test_scan_saved_model_live.py builds and
+# runs the real ones): the serving function, and the save/restore functions the main graph calls
+# with the checkpoint prefix placeholder that saver_def names.
 
 
 def _varint(value: int) -> bytes:
@@ -515,26 +519,61 @@ def _field(number: int, payload: bytes | str) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(raw)) + raw
 
 
-def _node(name: str, op: str, *inputs: str) -> bytes:
-    return _field(1, name) + _field(2, op) + b"".join(_field(3, i) for i in inputs)
+def _attr(key: str, value: bytes) -> bytes:
+    """A NodeDef.attr map entry {1: key, 2: AttrValue}."""
+    return _field(5, _field(1, key) + _field(2, value))
 
 
-def _function(name: str, nodes: list[bytes]) -> bytes:
-    return _field(1, _field(1, name)) + b"".join(_field(3, n) for n in nodes)
+def _node(name: str, op: str, *inputs: str, attrs: bytes = b"") -> bytes:
+    return _field(1, name) + _field(2, op) + b"".join(_field(3, i) for i in inputs) + attrs
 
 
-def _saved_model(nodes: list[bytes], functions: list[bytes] = ()) -> bytes:  # type: ignore[assignment]
+def _const(name: str, *strings: str) -> bytes:
+    """A string Const: AttrValue{8: TensorProto{1: DT_STRING, 8: string_val}}."""
+    tensor = _varint(1 << 3) + _varint(7) + b"".join(_field(8, s) for s in strings)
+    return _node(name, "Const", attrs=_attr("value", _field(8, tensor)))
+
+
+def _call(name: str, function: str, *inputs: str, op: str = "StatefulPartitionedCall", attr: str = "f") -> bytes:
+    """A node calling a library function through a func attribute (AttrValue{10: NameAttrList{1: name}})."""
+    return _node(name, op, *inputs, attrs=_attr(attr, _field(10, _field(1, function))))
+
+
+def _function(name: str, nodes: list[bytes], args: tuple[str, ...] = ()) -> bytes:
+    signature = _field(1, name) + b"".join(_field(2, _field(1, a)) for a in args)
+    return _field(1, signature) + b"".join(_field(3, n) for n in nodes)
+
+
+def _objects(objects: list[bytes], bound: dict[str, list[int]]) -> bytes:
+    """MetaGraphDef.object_graph_def: SavedObjects and each concrete function's bound inputs."""
+    functions = b"".join(
+        _field(2, _field(1, name) + _field(2, _field(2, b"".join(_varint(i) for i in ids))))
+        for name, ids in bound.items()
+    )
+    return _field(7, b"".join(_field(1, o) for o in objects) + functions)
+
+
+def _saved_model(
+    nodes: list[bytes],
+    functions: list[bytes] = (),  # type: ignore[assignment]
+    *,
+    assets: tuple[tuple[str, str], ...] = (),
+    objects: bytes = b"",
+) -> bytes:
     library = _field(2, b"".join(_field(1, f) for f in functions)) if functions else b""
     graph = b"".join(_field(1, n) for n in nodes) + library
     meta_info = _field(1, "") + _field(4, "serve") + _field(5, "2.15.0")
-    meta = _field(1, meta_info) + _field(2, graph)
+    saver_def = _field(3, _field(1, "saver_filename:0"))
+    asset_defs = b"".join(_field(6, _field(1, _field(1, tensor)) + _field(2, name)) for tensor, name in assets)
+    meta = _field(1, meta_info) + _field(2, graph) + saver_def + asset_defs + objects
     return b"\x08\x01" + _field(2, meta)
 
 
 def _saver_nodes() -> list[bytes]:
+    """A saver in the main graph itself (TensorFlow 1 style), fed the checkpoint prefix."""
     return [
         _node("saver_filename", "Placeholder"),
-        _node("Const", "Const"),
+        _const("Const", "_temp/part"),
         _node("StringJoin", "StringJoin", "saver_filename", "Const"),
         _node("num_shards", "Const"),
         _node("ShardedFilename", "ShardedFilename", "StringJoin", "num_shards", "num_shards"),
@@ -545,16 +584,48 @@ def _saver_nodes() -> list[bytes]:
     ]
 
 
+def _save_function(name: str = "__inference__traced_save_203", suffix: str = "_temp/part") -> bytes:
+    """The save function TensorFlow 2 writes: prefix + '_temp/part' (or '.part' on s3), sharded, merged."""
+    return _function(
+        name,
+        [
+            _node("StaticRegexFullMatch", "StaticRegexFullMatch", "file_prefix"),
+            _const("Const", ".part"),
+            _const("Const_1", suffix),
+            _node("Select", "Select", "StaticRegexFullMatch:output:0", "Const:output:0", "Const_1:output:0"),
+            _node("StringJoin", "StringJoin", "file_prefix", "Select:output:0"),
+            _node("Read/DisableCopyOnRead", "DisableCopyOnRead", "var"),
+            _node("Read/ReadVariableOp", "ReadVariableOp", "var", "^Read/DisableCopyOnRead"),
+            _node("num_shards", "Const"),
+            _node("ShardedFilename/shard", "Const"),
+            _node("ShardedFilename", "ShardedFilename", "StringJoin:output:0", "ShardedFilename/shard:output:0"),
+            _node("SaveV2", "SaveV2", "ShardedFilename:filename:0", "names", "slices", "Read/ReadVariableOp:value:0"),
+            _node("MergeV2Checkpoints/checkpoint_prefixes", "Pack", "ShardedFilename:filename:0", "^SaveV2"),
+            _node(
+                "MergeV2Checkpoints",
+                "MergeV2Checkpoints",
+                "MergeV2Checkpoints/checkpoint_prefixes:output:0",
+                "file_prefix",
+            ),
+            _node("Identity", "Identity", "file_prefix", "^MergeV2Checkpoints"),
+        ],
+        ("file_prefix", "var"),
+    )
+
+
 def _serving() -> tuple[list[bytes], list[bytes]]:
     nodes = [
         _node("serving_default_x", "Placeholder"),
         _node("dense/kernel", "VarHandleOp"),
-        _node("StatefulPartitionedCall", "StatefulPartitionedCall", "serving_default_x", "dense/kernel"),
+        _call("StatefulPartitionedCall", "__inference_serving_default_101", "serving_default_x", "dense/kernel"),
+        _node("saver_filename", "Placeholder"),
+        _call("StatefulPartitionedCall_1", "__inference__traced_save_203", "saver_filename", "dense/kernel"),
+        _call("StatefulPartitionedCall_2", "__inference__traced_restore_202", "saver_filename", "dense/kernel"),
     ]
     body = [
         _node("MatMul/ReadVariableOp", "ReadVariableOp", "kernel"),
         _node("MatMul", "MatMul", "x", "MatMul/ReadVariableOp:value:0"),
-        _node("BiasAdd", "BiasAdd", "MatMul:product:0", "bias"),
+        _node("BiasAdd", "BiasAdd", "MatMul:product:0", "MatMul/ReadVariableOp:value:0"),
         _node("Relu", "Relu", "BiasAdd:output:0"),
         _node("Identity", "Identity", "Relu:activations:0"),
     ]
@@ -562,15 +633,10 @@ def _serving() -> tuple[list[bytes], list[bytes]]:
         _node("RestoreV2", "RestoreV2", "file_prefix", "names", "slices"),
         _node("AssignVariableOp", "AssignVariableOp", "var", "RestoreV2:tensors:0"),
     ]
-    save = [
-        _node("StringJoin", "StringJoin", "file_prefix", "part"),
-        _node("part", "Const"),
-        _node("SaveV2", "SaveV2", "StringJoin:output:0", "names", "slices"),
-    ]
     functions = [
-        _function("__inference_serving_default_101", body),
-        _function("__inference__traced_restore_202", restore),
-        _function("__inference__traced_save_203", save),
+        _function("__inference_serving_default_101", body, ("x", "kernel")),
+        _function("__inference__traced_restore_202", restore, ("file_prefix", "var")),
+        _save_function(),
     ]
     return nodes, functions
 
@@ -581,15 +647,10 @@ def _benign_saved_model() -> bytes:
 
 
 def test_saved_model_is_detected_as_saved_model_and_benign_passes(tmp_path: Path) -> None:
-    folder = tmp_path / "sm"
-    (folder / "variables").mkdir(parents=True)
-    (folder / "saved_model.pb").write_bytes(_benign_saved_model())
-    (folder / "variables" / "variables.index").write_bytes(b"\x00\x01" * 40)
-    (folder / "variables" / "variables.data-00000-of-00001").write_bytes(struct.pack("<8f", *range(8)))
-    report = scan_path(folder)
-    graph = next(r for r in report.files if r.path == "saved_model.pb")
-    assert graph.format == "saved-model"
-    assert graph.verdict == "safe", [f.message for f in graph.findings]
+    (tmp_path / "saved_model.pb").write_bytes(_benign_saved_model())
+    report = scan_path(tmp_path)
+    assert report.files[0].format == "saved-model"
+    assert report.verdict == "safe", [f.message for f in report.findings]
 
 
 def test_onnx_is_still_onnx(tmp_path: Path) -> None:
@@ -603,18 +664,18 @@ def test_onnx_is_still_onnx(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra_main", "extra_fn", "category"),
     [
-        ([_node("w", "WriteFile", "fname", "contents"), _node("fname", "Const")], [], Category.DANGEROUS),
+        ([_node("w", "WriteFile", "fname", "contents"), _const("fname", "x")], [], Category.DANGEROUS),
         ([], [_node("r", "ReadFile", "path")], Category.DANGEROUS),
         ([], [_node("p", "PyFunc", "x")], Category.DANGEROUS),
         ([], [_node("p", "EagerPyFunc", "x")], Category.DANGEROUS),
         ([_node("m", "MatchingFiles", "pattern")], [], Category.DANGEROUS),
         ([], [_node("print", "PrintV2", "msg")], Category.DANGEROUS),
         ([_node("t", "InitializeTableFromTextFileV2", "table", "path")], [], Category.DANGEROUS),
-        ([_node("fixed", "Const"), _node("s", "SaveV2", "fixed", "names", "slices")], [], Category.DANGEROUS),
+        ([_const("fixed", "/tmp/x"), _node("s", "SaveV2", "fixed", "names", "slices")], [], Category.DANGEROUS),
         (
             [
-                _node("a", "Const"),
-                _node("b", "Const"),
+                _const("a", "/tmp/"),
+                _const("b", "x"),
                 _node("j", "StringJoin", "a", "b"),
                 _node("s", "SaveV2", "j:output:0", "n", "s"),
             ],
@@ -623,6 +684,8 @@ def test_onnx_is_still_onnx(tmp_path: Path) -> None:
         ),
         ([], [_node("c", "MyCustomOp", "x")], Category.UNKNOWN),
         ([_node("c", "Addons>Resampler", "x")], [], Category.UNKNOWN),
+        ([_node("x", "XlaCallModule", "a")], [], Category.UNKNOWN),  # a StableHLO program the scanner does not read
+        ([_node("w", "SummaryWriter")], [], Category.DANGEROUS),
     ],
 )
 def test_saved_model_ops_outside_the_allowlist_block(
@@ -634,6 +697,167 @@ def test_saved_model_ops_outside_the_allowlist_block(
     report = scan_path(tmp_path / "saved_model.pb")
     assert report.files[0].format == "saved-model"
     assert category in _categories(report), [f.message for f in report.findings]
+
+
+def _path_op_in(function: str, op: str, position: int) -> bytes:
+    """A function whose argument 'path' reaches ``op`` at input ``position``."""
+    inputs = ["handle", "path"] if position == 1 else ["path", "names", "slices"]
+    return _function(function, [_node("opens", op, *inputs)], ("path", "handle"))
+
+
+# Ways a graph can hand a path op a path the loader does not choose (each must block), then the two
+# ways TensorFlow 2 feeds an asset path (each must pass).
+_ESCAPES: dict[str, tuple[list[bytes], list[bytes], bytes]] = {
+    "checkpoint prefix + '/../'": (
+        [_call("StatefulPartitionedCall_9", "__inference__traced_save_9", "saver_filename", "dense/kernel")],
+        [_save_function("__inference__traced_save_9", "_temp/../../../../tmp/x")],
+        b"",
+    ),
+    "join separator climbs": (
+        [_const("part", "x"),
+         _node("j", "StringJoin", "saver_filename", "part", attrs=_attr("separator", _field(2, "/../"))),
+         _node("s", "SaveV2", "j", "n", "s")],
+        [],
+        b"",
+    ),
+    "a suffix held in tensor_content": (  # TensorFlow decodes string tensors from tensor_content too
+        [_node("c", "Const", attrs=_attr("value", _field(8, _varint(1 << 3) + _varint(7) + _field(4, "\x07/../../x")))),
+         _node("j", "StringJoin", "saver_filename", "c"), _node("s", "SaveV2", "j", "n", "s")],
+        [],
+        b"",
+    ),
+    "a suffix in a second tensor field": (  # protobuf merges the two: TensorFlow sees both strings
+        [_node("c", "Const", attrs=_attr("value", _field(8, _varint(1 << 3) + _varint(7) + _field(8, "x"))
+                                                   + _field(8, _field(8, "/../../x")))),
+         _node("j", "StringJoin", "saver_filename", "c"), _node("s", "SaveV2", "j", "n", "s")],
+        [],
+        b"",
+    ),
+    "join with a caller's input": (
+        [_node("j", "StringJoin", "saver_filename", "serving_default_x"), _node("s", "SaveV2", "j", "n", "s")],
+        [],
+        b"",
+    ),
+    "a constant before the prefix": (
+        [_const("tmp", "/tmp/"), _node("j", "StringJoin", "tmp", "saver_filename"),
+         _node("s", "SaveV2", "j", "n", "s")],
+        [],
+        b"",
+    ),
+    "the caller of a signature chooses": (
+        [_call("c", "__inference_evil_7", "serving_default_x", "h")],
+        [_path_op_in("__inference_evil_7", "SaveV2", 0)],
+        b"",
+    ),
+    "a constant passed into a call": (
+        [_const("fixed", "/tmp/x"), _call("c", "__inference_evil_7", "fixed", "h")],
+        [_path_op_in("__inference_evil_7", "RestoreV2", 0)],
+        b"",
+    ),
+    "a constant passed into an If branch": (
+        [_const("fixed", "/tmp/x"), _node("flag", "Const"),
+         _call("c", "__inference_evil_7", "flag", "fixed", "h", op="If", attr="then_branch")],
+        [_path_op_in("__inference_evil_7", "SaveV2", 0)],
+        b"",
+    ),
+    "a loop variable": (
+        [_call("c", "__inference_evil_7", "saver_filename", "h", op="While", attr="body")],
+        [_path_op_in("__inference_evil_7", "SaveV2", 0)],
+        b"",
+    ),
+    "a function no one calls": ([], [_path_op_in("__inference_evil_7", "SaveV2", 0)], b""),
+    "an argument another op passes (BatchFunction)": (
+        [_call("d", "__inference_evil_7", "asset_path", op="BatchFunction")],
+        [_path_op_in("__inference_evil_7", "InitializeTableFromTextFileV2", 1)],
+        b"",
+    ),
+    "the checkpoint prefix into a table": (
+        [_node("t", "InitializeTableFromTextFileV2", "table", "saver_filename")],
+        [],
+        b"",
+    ),
+    "an asset path into the saver": ([_node("s", "RestoreV2", "asset_path", "n", "s")], [], b""),
+    "an asset path with a suffix": (
+        [_const("up", "/../../etc/passwd"), _node("j", "StringJoin", "asset_path", "up"),
+         _node("t", "InitializeTableFromTextFileV2", "table", "j")],
+        [],
+        b"",
+    ),
+    "a variable the graph sets to a constant": (
+        [_node("v", "VarHandleOp"), _const("fixed", "/etc/passwd"), _node("a", "AssignVariableOp", "v", "fixed"),
+         _node("r", "ReadVariableOp", "v"), _node("t", "InitializeTableFromTextFileV2", "table", "r")],
+        [],
+        b"",
+    ),
+    "a variable the checkpoint restores": (
+        [_node("v", "VarHandleOp"), _node("a", "AssignVariableOp", "v", "asset_path"),
+         _call("restore", "__inference__traced_restore_202", "saver_filename", "v"),
+         _node("r", "ReadVariableOp", "v"), _node("t", "InitializeTableFromTextFileV2", "table", "r")],
+        [],
+        b"",
+    ),
+    "a captured constant": (
+        [_const("captured", "/etc/passwd")],
+        [_path_op_in("__inference__initializer_30", "InitializeTableFromTextFileV2", 1)],
+        _objects([_field(9, _field(1, "captured")), _field(10, b"")], {"__inference__initializer_30": [0, 1]}),
+    ),
+    "a signature argument of a top-level function": (
+        [],
+        [_path_op_in("__inference__initializer_30", "InitializeTableFromTextFileV2", 1)],
+        _objects([_field(10, b"")], {"__inference__initializer_30": [0]}),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("how", list(_ESCAPES))
+def test_saved_model_path_ops_block_unless_the_loader_feeds_the_path(tmp_path: Path, how: str) -> None:
+    extra_main, extra_fn, objects = _ESCAPES[how]
+    nodes, functions = _serving()
+    nodes = [*nodes, _node("asset_path", "Placeholder"), *extra_main]
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "vocab.txt").write_text("red\ngreen\n")
+    graph = _saved_model(nodes, [*functions, *extra_fn], assets=(("asset_path:0", "vocab.txt"),), objects=objects)
+    (tmp_path / "saved_model.pb").write_bytes(graph)
+    report = scan_path(tmp_path)
+    assert report.verdict == "unsafe"
+    assert {f.rule_id for f in report.findings} == {"saved-model.dangerous-op"}, [f.message for f in report.findings]
+
+
+def _asset_table(filename: str = "vocab.txt") -> bytes:
+    """A text-file table fed its asset path both ways TensorFlow 2 writes: the main graph keeps the
+    asset placeholder in a variable for TensorFlow 1 loaders; the object graph binds the asset."""
+    nodes, functions = _serving()
+    nodes += [
+        _node("asset_path_initializer", "Placeholder"),
+        _node("Variable", "VarHandleOp"),
+        _node("Variable/Assign", "AssignVariableOp", "Variable", "asset_path_initializer"),
+        _node("Variable/IsInitialized", "VarIsInitializedOp", "Variable"),
+        _node("ReadVariableOp", "ReadVariableOp", "Variable", "^Variable/Assign"),
+        _node("hash_table", "HashTableV2"),
+        _call("StatefulPartitionedCall_3", "__inference__initializer_30", "ReadVariableOp", "hash_table"),
+    ]
+    init = _path_op_in("__inference__initializer_30", "InitializeTableFromTextFileV2", 1)
+    objects = _objects([_field(5, b""), _field(10, b"")], {"__inference__initializer_30": [0, 1]})
+    return _saved_model(nodes, [*functions, init], assets=(("asset_path_initializer:0", filename),), objects=objects)
+
+
+def test_an_asset_fed_text_table_passes(tmp_path: Path) -> None:
+    (tmp_path / "assets").mkdir()
+    (tmp_path / "assets" / "vocab.txt").write_text("red\ngreen\n")
+    (tmp_path / "saved_model.pb").write_bytes(_asset_table())
+    report = scan_path(tmp_path)
+    assert report.verdict == "safe", [f.message for f in report.findings]
+    (tmp_path / "assets" / "vocab.txt").unlink()  # the file it names must be there (and scanned)
+    assert [f.rule_id for f in scan_path(tmp_path).findings] == ["saved-model.asset-missing"]
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../../../etc/passwd", "a/../../x", "C:\\x", "C:/x", ""])
+def test_asset_names_that_leave_the_assets_folder_block(tmp_path: Path, name: str) -> None:
+    # TensorFlow joins the name to <export>/assets: an absolute name or '..' reads any file
+    # (test_scan_saved_model_live proves '/proc/self/cwd/...' live).
+    (tmp_path / "saved_model.pb").write_bytes(_asset_table(name))
+    report = scan_path(tmp_path / "saved_model.pb")
+    assert "saved-model.asset-escape" in {f.rule_id for f in report.findings}, [f.message for f in report.findings]
 
 
 @pytest.mark.parametrize("cut", [10, 25, 60, 120, -3])

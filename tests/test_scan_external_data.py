@@ -83,20 +83,23 @@ def test_names_that_are_not_utf8_still_give_a_writable_report(tmp_path: Path) ->
 
 
 def test_a_saved_model_folder_s_variables_are_its_tensor_bytes(tmp_path: Path) -> None:
+    """A real tensor bundle is read completely (tf_bundle): its index as TensorFlow's BundleReader reads
+    it, its shard tiled by the entries; a garbage index is not vouched for, even beside a graph."""
+    from modelgate.scan.formats import tf_bundle
     from tests.test_scan_code_configs import _saved_model, _serving
+    from tests.test_scan_saved_model_live import _TENSORS, _write_bundle
 
     nodes, functions = _serving()
     (tmp_path / "saved_model.pb").write_bytes(_saved_model(nodes, functions))
-    variables = tmp_path / "variables"
-    variables.mkdir()
-    # An SSTable-like index and a raw float shard, as TensorFlow writes them: no format the scanner reads.
-    (variables / "variables.index").write_bytes(bytes(range(7, 200)) * 3 + b"\x57\xfb\x80\x8b\x24\x75\x47\xdb")
-    (variables / "variables.data-00000-of-00001").write_bytes(np.arange(64, dtype=np.float32).tobytes())
+    _write_bundle(tmp_path / "variables", "variables", _TENSORS)  # TensorFlow reads this back (live test)
     (tmp_path / "fingerprint.pb").write_bytes(b"\x08\xd2\x09\x10\x01\x18\x02")
     report = scan_path(tmp_path)
     formats = {f.path: f.format for f in report.files}
     assert report.verdict == "safe", report.findings
-    assert formats["variables/variables.data-00000-of-00001"] == "saved-model-variables"
-    # the same files without the graph that reads them are unrecognized
+    assert formats["variables/variables.index"] == "tf-bundle"
+    assert formats["variables/variables.data-00000-of-00001"] == "tf-bundle-data"
+    assert formats["fingerprint.pb"] == "saved-model-fingerprint"
     (tmp_path / "saved_model.pb").unlink()
+    assert {f.file for f in scan_path(tmp_path).findings} == {"fingerprint.pb"}
+    (tmp_path / "variables" / "variables.index").write_bytes(bytes(range(7, 200)) * 3 + tf_bundle.MAGIC)
     assert {f.rule_id for f in scan_path(tmp_path).findings} == {"content.unrecognized"}

@@ -185,9 +185,10 @@ def _scan_into(ctx: ScanContext, path: Path, digests: bool) -> FileReport:
 
 
 def _judge_external_data(reports: list[FileReport], referenced: dict[str, str]) -> None:
-    """A file a model of the folder reads as raw tensor bytes (ONNX external data, a SavedModel's
-    variables) is numbers to its loader: content no format matched there gets that format, not
-    unrecognized. Anything that was detected as a format (a pickle, an archive) keeps its verdict."""
+    """A file a model of the folder reads as raw tensor bytes (ONNX external data, the data shards a
+    tensor bundle index names and fits to the byte, the fingerprint beside a SavedModel) is numbers
+    to its loader: content no format matched there gets that format, not unrecognized. Anything that
+    was detected as a format (a pickle, an archive) keeps its verdict."""
     for report in reports:
         label = referenced.get(report.path)
         if label is not None and report.format == "unrecognized":

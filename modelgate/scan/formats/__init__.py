@@ -2,7 +2,8 @@
 
 Order matters only where signatures could overlap: formats with a strong magic come
 first, safetensors (a length prefix) before pickle (whose PROTO byte a length could
-mimic), ONNX (a protobuf shape check) and the tentative protocol-0/1 pickle last.
+mimic), ONNX (a protobuf shape check) and the tentative protocol-0/1 pickle last. A tensor
+bundle index starts with its header entry (two zero bytes and a BundleHeaderProto).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from modelgate.scan.formats import (
     safetensors,
     saved_model,
     tar_archive,
+    tf_bundle,
     zip_archive,
 )
 
@@ -43,6 +45,7 @@ REGISTRY: tuple[FormatScanner, ...] = (
     safetensors,
     compressed,
     tar_archive,
+    tf_bundle,
     saved_model,
     onnx_model,
     pickle_stream,
