@@ -32,6 +32,7 @@ from prefect.runtime import flow_run
 from flows.privacy_artifacts import publish_privacy_artifacts
 from modelgate import run_owner
 from modelgate.evidence import StageEvidence, Status, write_evidence
+from modelgate.pipeline import EVALUATIONS
 from modelgate.settings import load_settings
 from modelgate.task_runners import evaluation_task_runner
 from tasks.evaluate.privacy.stage import (
@@ -63,8 +64,8 @@ GPU_LIMIT = "tag:gpu"  # the limit `modelgate serve` creates (`prefect concurren
 # The slot's lease, renewed every 3/4 of it while the evaluation runs: a process killed mid-evaluation
 # frees its slot within this plus the server's repossessor loop (15 s), not Prefect's default 300 s.
 GPU_LEASE_S = 60.0  # the server refuses shorter leases
-# Every evaluation stage, in the order the subflow runs them; each task runs the ones that apply.
-STAGES = (BACKDOOR, ADVERSARIAL, MEMBERSHIP, PRIVACY, FORENSICS, INVERSION, LEAKAGE)
+# Every evaluation stage, in the order the subflow runs them (the pipeline's); each task runs the ones that apply.
+STAGES = EVALUATIONS
 APPLIES: dict[str, tuple[str, ...]] = {
     IMAGE_TASK: (BACKDOOR, ADVERSARIAL, MEMBERSHIP, PRIVACY, FORENSICS, INVERSION),
     TEXT_TASK: (PRIVACY, FORENSICS, LEAKAGE),

@@ -2,7 +2,8 @@
 
 Each stage is a Prefect task wrapping a plain function that returns evidence. A
 stage whose prerequisite did not complete is recorded as ``skipped`` with the
-reason, and the gate fails closed on it. Every run writes its evidence folder
+reason the pipeline table gives (``modelgate/pipeline.py``, shared with the DVC
+stages), and the gate reads every skip. Every run writes its evidence folder
 ``evidence/<name>/<version>/<run-id>/``.
 """
 
@@ -21,17 +22,17 @@ from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settin
 from pydantic import BaseModel
 
 from flows.artifacts import publish_report
-from flows.evaluate import STAGES as EVALUATION_STAGES
 from flows.evaluate import evaluate
 from modelgate import run_owner
 from modelgate.events import emit_decision_event
 from modelgate.evidence import StageEvidence, Status, write_evidence
 from modelgate.manifest import Manifest
+from modelgate.pipeline import EVALUATIONS, NO_REGISTRY, skip_reason, skipped
 from modelgate.policy.decision import Decision
 from modelgate.progress import emit
 from modelgate.registry.config import registry_configured
 from modelgate.report import decision_markdown
-from modelgate.request import IntakeRequest
+from modelgate.request import IntakeRequest, signature_path
 from modelgate.scan.findings import ScanReport
 from modelgate.scan.sarif import to_sarif
 from modelgate.settings import Settings, load_settings
@@ -48,8 +49,6 @@ from tasks.scan import scan_model
 from tasks.signature import signature_task
 from tasks.validate import data_docs_url, validate_task
 from tasks.version import experiment_name, version_task
-
-COMPARES_WITH_REFERENCE = ("privacy", "forensics")
 
 
 class IntakeOutcome(BaseModel):
@@ -83,15 +82,22 @@ class _Run:
         return evidence
 
     def skip(self, stage: str, reason: str) -> StageEvidence:
-        return self.record(StageEvidence(stage=stage, status=Status.SKIPPED, reason=reason))
+        return self.record(skipped(stage, reason))
+
+    def skips(self, stage: str, request: IntakeRequest) -> bool:
+        """Record ``stage`` as skipped when the pipeline says so (modelgate/pipeline.py); whether it was."""
+        reason = skip_reason(stage, self.stages, request)
+        if reason is not None:
+            self.skip(stage, reason)
+        return reason is not None
 
 
 def _publish(run: _Run, request: IntakeRequest, decision: Decision, model_dir: Path, manifest: Manifest) -> None:
     """Approved models go to the registry when one is configured; the attestation is the commit."""
-    if not request.publish:
-        run.skip("publish", "the request asked not to publish")
-    elif not registry_configured():
-        run.skip("publish", "no registry configured (set MODELGATE_S3_ENDPOINT or MODELGATE_REGISTRY_BUCKET)")
+    if run.skips("publish", request):
+        return
+    if not registry_configured():
+        run.skip("publish", NO_REGISTRY)
     else:
         emit("publish", "running")
         run.record(publish_task(decision, model_dir, manifest, run.folder))
@@ -101,28 +107,24 @@ def _evaluate(
     run: _Run, request: IntakeRequest, model_dir: Path | None, report: ScanReport | None, workspace: Path
 ) -> None:
     """Security and privacy evaluations, on weights that reach them only through the safe loader."""
-    evaluations = ("reference", *EVALUATION_STAGES)
-    scan = run.stages.get("scan")
-    if model_dir is None or report is None or scan is None or scan.status is not Status.PASS:
-        for stage in ("load", *evaluations):
-            run.skip(stage, "the scan did not pass: nothing is loaded")
-        return
-    if not request.eval_data:
-        for stage in ("load", *evaluations):
-            run.skip(stage, "no evaluation data named in the request (eval_data)")
+    if run.skips("load", request) or model_dir is None or report is None:
+        for stage in ("reference", *EVALUATIONS):
+            run.skips(stage, request)
         return
     emit("load", "running")
     eval_model = workspace / "eval-model"
-    if run.record(load_task(model_dir, report, eval_model)).status is not Status.PASS:
-        for stage in evaluations:
-            run.skip(stage, "the weights could not be loaded safely")
+    run.record(load_task(model_dir, report, eval_model))
+    if run.skips("reference", request):
+        for stage in EVALUATIONS:
+            run.skips(stage, request)
         return
     emit("reference", "running")
     reference_evidence, reference_dir = reference_task(
         request.reference, request.reference_digest, load_settings(), workspace
     )
     run.record(reference_evidence)
-    for stage in EVALUATION_STAGES:
+    assert request.eval_data, "the pipeline skips the evaluations when the request names no data"
+    for stage in EVALUATIONS:
         emit(stage, "running")
     # A persisted subflow result: a retried intake run does not evaluate the same weights again.
     # No heartbeat thread of its own: the subflow runs in this process, whose intake run already sends
@@ -136,13 +138,12 @@ def _evaluate(
             model_name=request.name,
             reference_dir=str(reference_dir) if reference_dir else None,
         )
-    refused = reference_evidence.status is Status.FAIL
-    for stage in EVALUATION_STAGES:
+    for stage in EVALUATIONS:
         evidence = results[stage]
-        if refused and stage in COMPARES_WITH_REFERENCE and evidence.status is Status.SKIPPED:
-            evidence = StageEvidence(
-                stage=stage, status=Status.SKIPPED, reason=f"the reference was refused: {reference_evidence.reason}"
-            )
+        # The subflow skips what it cannot run; the pipeline names why (a refused reference), as dvc repro does.
+        reason = skip_reason(stage, run.stages, request)
+        if reason is not None and evidence.status is Status.SKIPPED:
+            evidence = skipped(stage, reason)
         run.record(evidence)
 
 
@@ -160,16 +161,6 @@ def _link_data_docs(request: IntakeRequest, folder: Path) -> None:
 
 def _run_id() -> str:
     return str(flow_run.get_id() or uuid.uuid4())
-
-
-def _signature_path(request: IntakeRequest, model_dir: Path) -> Path | None:
-    """A signature named in the request: an absolute/relative path, or a file inside the model."""
-    if not request.signature:
-        return None
-    candidate = Path(request.signature).expanduser()
-    if candidate.is_absolute() or candidate.exists():
-        return candidate.resolve()
-    return model_dir / request.signature
 
 
 @flow(
@@ -217,22 +208,19 @@ def _take_in(request: IntakeRequest, settings: Settings, run: _Run, run_id: str,
     fetch_evidence, fetched = fetch_task(request.source, workspace / "model", settings)
     run.record(fetch_evidence)
 
+    # Each stage runs unless the pipeline (modelgate/pipeline.py) names why not; a fetch that passed
+    # always hands over its folder, and a manifest with a file list always its Manifest.
     manifest = None
     scan_report: ScanReport | None = None
-    if fetched is None:
-        for stage in ("manifest", "signature", "provenance", "scan"):
-            run.skip(stage, "fetch did not complete")
-    else:
+    if not run.skips("manifest", request) and fetched is not None:
         emit("manifest", "running")
         manifest_evidence, manifest = manifest_task(fetched.root, request.expected_digest)
         run.record(manifest_evidence)
-        if manifest is None:
-            run.skip("signature", "no manifest")
-        else:
-            emit("signature", "running")
-            run.record(
-                signature_task(fetched.root, manifest, settings.trust_store, _signature_path(request, fetched.root))
-            )
+    if not run.skips("signature", request) and fetched is not None and manifest is not None:
+        emit("signature", "running")
+        signature = signature_path(request, fetched.root)
+        run.record(signature_task(fetched.root, manifest, settings.trust_store, signature))
+    if not run.skips("provenance", request) and fetched is not None:
         emit("provenance", "running")
         run.record(
             provenance_task(
@@ -244,7 +232,7 @@ def _take_in(request: IntakeRequest, settings: Settings, run: _Run, run_id: str,
                 model_dir=fetched.root,
             )
         )
-
+    if not run.skips("scan", request) and fetched is not None:
         emit("scan", "running")
         scan_evidence, scan_report = scan_model(fetched.root, manifest)
         run.record(scan_evidence)

@@ -5,30 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from modelgate.pipeline import NAMES
+
 if TYPE_CHECKING:
     from modelgate.evidence import StageEvidence
 
-# The intake stages in the order they run (the flow records them; the CLI shows them).
-STAGES = (
-    "fetch",
-    "manifest",
-    "signature",
-    "provenance",
-    "scan",
-    "load",
-    "reference",
-    "backdoor",
-    "adversarial",
-    "membership",
-    "privacy",
-    "forensics",
-    "inversion",
-    "leakage",
-    "validation",
-    "gate",
-    "publish",
-    "version",
-)
+# The intake stages in the order they run (the flow records them; the CLI shows them): the pipeline's.
+STAGES = NAMES
 
 Listener = Callable[[str, str, "StageEvidence | None"], None]
 _listeners: list[Listener] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from pathlib import Path
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -86,3 +87,13 @@ class IntakeRequest(BaseModel):
         if self.reference and not self.reference_digest:
             raise ValueError("a reference checkpoint must be pinned: give reference_digest (sha256:...) with reference")
         return self
+
+
+def signature_path(request: IntakeRequest, root: Path) -> Path | None:
+    """A signature named in the request: an absolute/relative path, or a file inside the model at ``root``."""
+    if not request.signature:
+        return None
+    candidate = Path(request.signature).expanduser()
+    if candidate.is_absolute() or candidate.exists():
+        return candidate.resolve()
+    return root / request.signature

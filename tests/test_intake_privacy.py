@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -111,6 +112,43 @@ def test_a_reference_that_does_not_match_its_pin_is_refused(
     assert outcome.stages["privacy"] == "skipped"
     reference = json.loads((Path(outcome.evidence_dir) / "reference.json").read_text())
     assert "does not match the pinned" in reference["reason"]
+
+
+def test_the_flow_and_dvc_repro_write_the_same_evidence(
+    prefect_server: str, models: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 15: one pipeline. The DVC stage entry points (what `dvc repro` runs) and the flow, on the same
+    request, record every stage with the same status and the same reason, text included. The case is the
+    one where the two copies had drifted: a refused reference (privacy and forensics are skipped for it)."""
+    from flows.intake import intake
+    from modelgate.ledger import stages
+    from modelgate.pipeline import EVIDENCE_FILES
+
+    request = _request(models, "honest-copy", "privacy-same-evidence", digest="sha256:" + "0" * 64)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({**BUDGET, "intake": request.model_dump(mode="json")}))
+    monkeypatch.setenv("MODELGATE_PARAMS_FILE", str(params))
+    flow_dir = Path(intake(request).evidence_dir)
+
+    folder, scratch = tmp_path / "evidence", tmp_path / "scratch"
+    stages.request_stage(folder, params)
+    stages.fetch_stage(folder, scratch)
+    stages.manifest_stage(folder, scratch)
+    stages.signature_stage(folder, scratch)
+    stages.provenance_stage(folder, scratch)
+    stages.scan_stage(folder, scratch)
+    stages.evaluate_stage(folder, scratch, params)
+    stages.validate_stage(folder, params)
+
+    def recorded(path: Path) -> dict[str, Any]:
+        evidence = json.loads(path.read_text())
+        return {"status": evidence["status"], "reason": evidence["reason"]}
+
+    flow = {stage: recorded(flow_dir / f"{stage}.json") for stage in EVIDENCE_FILES}
+    dvc = {stage: recorded(folder / file) for stage, file in EVIDENCE_FILES.items()}
+    assert dvc == flow
+    assert flow["privacy"]["reason"].startswith("the reference was refused: ")
+    assert flow["forensics"] == flow["privacy"]
 
 
 def test_a_language_model_completing_a_known_canary_is_rejected_without_the_secret_in_the_evidence(

@@ -8,32 +8,16 @@ from __future__ import annotations
 
 import re
 
+from modelgate import pipeline
+
 EVIDENCE_DIR = "evidence/current"
 SCRATCH_DIR = ".intake"  # the fetched model during `dvc repro` (never versioned: the manifest pins it)
 METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"
 POLICY_SNAPSHOT = "policy.yaml"
 
-# Evidence stages in flow order, with the file each is recorded under.
-EVIDENCE_FILES: dict[str, str] = {
-    "fetch": "fetch.json",
-    "manifest": "manifest.json",
-    "signature": "signature.json",
-    "provenance": "provenance.json",
-    "scan": "scan.json",
-    "load": "load.json",
-    "reference": "reference.json",
-    "backdoor": "eval-backdoor.json",
-    "adversarial": "eval-adversarial.json",
-    "membership": "eval-membership.json",
-    "privacy": "eval-privacy.json",
-    "forensics": "eval-forensics.json",
-    "inversion": "eval-inversion.json",
-    "leakage": "eval-leakage.json",
-    "validation": "validation.json",
-}
-EVALUATIONS = ("backdoor", "adversarial", "membership", "privacy", "forensics", "inversion", "leakage")
-NOT_EVIDENCE = ("gate", "publish", "version")  # stage files written after the gate read the evidence
+# Evidence stages in flow order with their files, the evaluations, and what is not evidence: the pipeline's.
+EVIDENCE_FILES, EVALUATIONS, NOT_EVIDENCE = pipeline.EVIDENCE_FILES, pipeline.EVALUATIONS, pipeline.NOT_EVIDENCE
 
 # The intake stages of dvc.yaml, in order (the `examples` stage builds demo models, not an intake).
 PIPELINE = (

@@ -21,8 +21,9 @@ from modelgate.ledger.config import LedgerError
 from modelgate.ledger.layout import EVALUATIONS, EVIDENCE_FILES, POLICY_SNAPSHOT
 from modelgate.ledger.metrics import write_metrics
 from modelgate.manifest import FileEntry, Manifest
+from modelgate.pipeline import skip_reason, skipped
 from modelgate.policy.decision import Decision
-from modelgate.request import IntakeRequest
+from modelgate.request import IntakeRequest, signature_path
 from modelgate.settings import Settings, load_settings
 
 REQUEST_FIELDS = tuple(IntakeRequest.model_fields)
@@ -48,13 +49,16 @@ def _read(folder: Path, stage: str) -> StageEvidence | None:
     return StageEvidence.model_validate_json(path.read_bytes()) if path.is_file() else None
 
 
-def _passed(folder: Path, stage: str) -> bool:
-    evidence = _read(folder, stage)
-    return evidence is not None and evidence.status is Status.PASS
+def _recorded(folder: Path) -> dict[str, StageEvidence]:
+    return {s: e for s in EVIDENCE_FILES if (e := _read(folder, s)) is not None}
 
 
-def _skip(folder: Path, stage: str, reason: str) -> StageEvidence:
-    evidence = StageEvidence(stage=stage, status=Status.SKIPPED, reason=reason)
+def _skips(folder: Path, stage: str, request: IntakeRequest) -> StageEvidence | None:
+    """The stage's skipped evidence, written, when the pipeline says so (modelgate/pipeline.py); else None."""
+    reason = skip_reason(stage, _recorded(folder), request)
+    if reason is None:
+        return None
+    evidence = skipped(stage, reason)
     _write(folder, evidence)
     return evidence
 
@@ -95,9 +99,10 @@ def fetch_stage(folder: Path, scratch: Path, settings: Settings | None = None) -
 def manifest_stage(folder: Path, scratch: Path) -> StageEvidence:
     from modelgate.manifest import manifest_stage as manifest
 
-    if not _passed(folder, "fetch"):
-        return _skip(folder, "manifest", "fetch did not complete")
-    evidence, _ = manifest(model_dir(scratch), load_request(folder).expected_digest)
+    request = load_request(folder)
+    if (skip := _skips(folder, "manifest", request)) is not None:
+        return skip
+    evidence, _ = manifest(model_dir(scratch), request.expected_digest)
     _write(folder, evidence)
     return evidence
 
@@ -114,27 +119,17 @@ def _manifest(folder: Path) -> Manifest | None:
     )
 
 
-def signature_path(request: IntakeRequest, root: Path) -> Path | None:
-    """A signature named in the request: an absolute/relative path, or a file inside the model."""
-    if not request.signature:
-        return None
-    candidate = Path(request.signature).expanduser()
-    if candidate.is_absolute() or candidate.exists():
-        return candidate.resolve()
-    return root / request.signature
-
-
 def signature_stage(folder: Path, scratch: Path, settings: Settings | None = None) -> StageEvidence:
     from modelgate.signing.stage import signature_stage as signature
 
-    if not _passed(folder, "fetch"):
-        return _skip(folder, "signature", "fetch did not complete")
+    request = load_request(folder)
+    if (skip := _skips(folder, "signature", request)) is not None:
+        return skip
     manifest = _manifest(folder)
-    if manifest is None:
-        return _skip(folder, "signature", "no manifest")
+    assert manifest is not None, "the pipeline skips the signature without a manifest"
     root = model_dir(scratch)
     trust = (settings or load_settings()).trust_store
-    evidence = signature(root, manifest, trust, signature_path(load_request(folder), root))
+    evidence = signature(root, manifest, trust, signature_path(request, root))
     _write(folder, evidence)
     return evidence
 
@@ -142,15 +137,17 @@ def signature_stage(folder: Path, scratch: Path, settings: Settings | None = Non
 def provenance_stage(folder: Path, scratch: Path) -> StageEvidence:
     from modelgate.provenance import provenance_stage as provenance
 
+    request = load_request(folder)
+    if (skip := _skips(folder, "provenance", request)) is not None:
+        return skip
     fetched = _read(folder, "fetch")
-    if fetched is None or fetched.status is not Status.PASS:
-        return _skip(folder, "provenance", "fetch did not complete")
+    assert fetched is not None, "the pipeline skips provenance when fetch did not pass"
     evidence = provenance(
         scheme=str(fetched.metrics["fetch.scheme"]),
         source_host=str(fetched.metrics["fetch.source_host"]),
         revision=fetched.details.get("revision"),
         revision_requested=fetched.details.get("revision_requested"),
-        expected_digest=load_request(folder).expected_digest,
+        expected_digest=request.expected_digest,
         model_dir=model_dir(scratch),
     )
     _write(folder, evidence)
@@ -161,53 +158,55 @@ def scan_stage(folder: Path, scratch: Path) -> StageEvidence:
     from modelgate.scan.sarif import to_sarif
     from modelgate.scan.stage import scan_stage as scan
 
-    if not _passed(folder, "fetch"):
-        return _skip(folder, "scan", "fetch did not complete")
+    if (skip := _skips(folder, "scan", load_request(folder))) is not None:
+        return skip
     evidence, report = scan(model_dir(scratch), _manifest(folder))
     _write(folder, evidence)
     (folder / "scan.sarif").write_text(json.dumps(to_sarif(report), indent=2))
     return evidence
 
 
-def _evaluation_refusal(folder: Path, request: IntakeRequest) -> str | None:
-    """Why no weights are loaded for evaluation (the flow's rules), or None."""
-    if not _passed(folder, "scan"):
-        return "the scan did not pass: nothing is loaded"
-    if not request.eval_data:
-        return "no evaluation data named in the request (eval_data)"
-    return None
-
-
 def evaluate_stage(folder: Path, scratch: Path, params_file: Path) -> list[StageEvidence]:
-    """As the flow: weights through the safe loader, the pinned reference, then the evaluations that apply."""
+    """As the flow: weights through the safe loader, the pinned reference, then the evaluations that apply;
+    each one skipped for the pipeline's reason (modelgate/pipeline.py) when its prerequisites do not hold."""
     request = load_request(folder)
-    reason = _evaluation_refusal(folder, request)
-    if reason is not None:
-        return [_skip(folder, stage, reason) for stage in ("load", "reference", *EVALUATIONS)]
-    from flows.evaluate import APPLIES, not_applicable, run_plain
-    from modelgate.scan.stage import scan_stage as scan
-    from tasks.evaluate.stage import merge_params
-    from tasks.load import load_stage
-    from tasks.reference import reference_stage
-
-    _, report = scan(model_dir(scratch), _manifest(folder))
+    params = read_params(params_file)  # checked strictly before anything runs
+    results: list[StageEvidence] = []
     eval_model = scratch / "eval-model"
-    shutil.rmtree(eval_model, ignore_errors=True)
-    load = load_stage(model_dir(scratch), report, eval_model)
-    _write(folder, load)
-    if load.status is not Status.PASS:
-        why = "the weights could not be loaded safely"
-        return [load, *(_skip(folder, stage, why) for stage in ("reference", *EVALUATIONS))]
-    shutil.rmtree(scratch / "reference", ignore_errors=True)
-    reference, reference_dir = reference_stage(request.reference, request.reference_digest, load_settings(), scratch)
-    _write(folder, reference)
-    params = merge_params(read_params(params_file).get("evaluate") or {})
-    results = [load, reference]
+    if (skip := _skips(folder, "load", request)) is not None:
+        results.append(skip)
+    else:
+        from modelgate.scan.stage import scan_stage as scan
+        from tasks.load import load_stage
+
+        _, report = scan(model_dir(scratch), _manifest(folder))
+        shutil.rmtree(eval_model, ignore_errors=True)
+        results.append(load_stage(model_dir(scratch), report, eval_model))
+        _write(folder, results[-1])
+    reference_dir = None
+    if (skip := _skips(folder, "reference", request)) is not None:
+        results.append(skip)
+    else:
+        from tasks.reference import reference_stage
+
+        shutil.rmtree(scratch / "reference", ignore_errors=True)
+        reference, reference_dir = reference_stage(
+            request.reference, request.reference_digest, load_settings(), scratch
+        )
+        _write(folder, reference)
+        results.append(reference)
     task = request.model_task.value
     for stage in EVALUATIONS:
+        if (skip := _skips(folder, stage, request)) is not None:
+            results.append(skip)
+            continue
+        from flows.evaluate import APPLIES, not_applicable, run_plain
+        from tasks.evaluate.stage import merge_params
+
         if stage in APPLIES.get(task, ()):
             ref = str(reference_dir) if reference_dir else None
-            evidence = run_plain(stage, str(eval_model), ref, str(request.eval_data), params, str(folder))
+            settings = merge_params(params.get("evaluate") or {})
+            evidence = run_plain(stage, str(eval_model), ref, str(request.eval_data), settings, str(folder))
         else:
             evidence = StageEvidence(stage=stage, status=Status.SKIPPED, reason=not_applicable(stage, task))
         _write(folder, evidence)
@@ -247,7 +246,7 @@ def gate_stage(folder: Path, params_file: Path, settings: Settings | None = None
     settings = settings or load_settings()
     request = load_request(folder)
     intake = read_params(params_file).get("intake") or {}
-    stages = {s: e for s in EVIDENCE_FILES if (e := _read(folder, s)) is not None}
+    stages = _recorded(folder)
     manifest = stages.get("manifest")
     root = manifest.metrics.get("manifest.root_digest") if manifest else None
     evidence, decision = gate(
