@@ -11,7 +11,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install browser-deps run serve test lint typecheck services-up services-down services-status bench clean
+.PHONY: install browser-deps run serve test screenshots lint typecheck services-up services-down services-status bench clean
 
 $(STAMP): pyproject.toml constraints.txt tests/loaders/tensorflow-2.21.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,10 @@ browser-deps:
 ## make test: set up (headless Chromium included), lint, type-check and run the whole test suite.
 test: install browser-deps lint typecheck
 	$(BIN)/python -m pytest
+
+## make screenshots: re-take the README's Prefect UI screenshots (docs/images/) with the UI test.
+screenshots: install browser-deps
+	REFRESH_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/test_ui_browser.py
 
 lint: install
 	$(BIN)/ruff check modelgate flows tasks tests bench

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,3 +73,34 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> list:  # list[tests.zoo.Zoo
     from tests.zoo import zoo_models
 
     return zoo_models(tmp_path_factory)
+
+
+def _tracked_changes() -> str | None:
+    """``git status`` of the tracked files (None outside a git checkout): what a test must never change."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout
+
+
+_TRACKED_AT_START = _tracked_changes()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No test writes a tracked file: the suite fails if the checkout's tracked files changed while it ran."""
+    if _TRACKED_AT_START is None or getattr(session.config, "workerinput", None) is not None:
+        return
+    now = _tracked_changes()
+    if now is not None and now != _TRACKED_AT_START:
+        changed = sorted(set(now.splitlines()) ^ set(_TRACKED_AT_START.splitlines()))
+        print(f"\nERROR: tests changed tracked files: {changed}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
