@@ -16,10 +16,10 @@ from typing import Any
 
 import click
 
-from modelgate.cli_base import GuardedGroup, note
+from modelgate.cli_base import EXIT_OK, EXIT_VERDICT, GuardedGroup, note
 from modelgate.terminal import echo, styled, table
 
-EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
+EXIT_DIFFERENT = EXIT_VERDICT
 
 
 def _config() -> Any:

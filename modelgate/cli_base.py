@@ -19,7 +19,9 @@ import click
 from modelgate.errors import ModelgateError
 from modelgate.terminal import echo, error_line
 
-EXIT_APPROVED, EXIT_REJECTED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+# The one list of exit codes: 0 the positive answer, 1 the command's negative verdict, 2 an error.
+EXIT_OK, EXIT_VERDICT, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_APPROVED, EXIT_REJECTED = EXIT_OK, EXIT_VERDICT
 DEBUG_ENV = "MODELGATE_DEBUG"
 # Top-level packages of the optional extras: a command that needs one says which extra to install.
 _EXTRA_OF = {

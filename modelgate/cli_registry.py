@@ -14,11 +14,11 @@ from typing import Any
 
 import click
 
-from modelgate.cli_base import GuardedCommand, GuardedGroup
+from modelgate.cli_base import EXIT_VERDICT, GuardedCommand, GuardedGroup
 from modelgate.errors import ModelgateError
-from modelgate.terminal import echo, error_line, safe_text, styled, table
+from modelgate.terminal import binary_size, echo, error_line, safe_text, styled, table
 
-EXIT_OK, EXIT_REFUSED, EXIT_ERROR = 0, 1, 2
+EXIT_REFUSED = EXIT_VERDICT
 
 
 def _refused_line(message: str) -> None:
@@ -34,15 +34,6 @@ def _config(workers: int | None = None) -> Any:
     use_running_services()
     config = RegistryConfig.from_env()
     return config.with_(workers=workers) if workers else config
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def _short(digest: str) -> str:
@@ -171,7 +162,7 @@ def show_command(ref: str, as_json: bool) -> None:
         f"  published     {predicate.published_at:%Y-%m-%d %H:%M:%S} UTC by {predicate.published_by}",
         f"  evidence      {predicate.evidence.uri} ({len(predicate.evidence.digests)} files)",
         f"  revoked       {revocation.reason if revocation else 'no'}",
-        f"  files         {verified.manifest.file_count}, {_human(verified.manifest.total_bytes)}",
+        f"  files         {verified.manifest.file_count}, {binary_size(verified.manifest.total_bytes)}",
     ]
     lines += [f"    {e.sha256[:16]}  {e.size:>14}  {e.path}" for e in verified.manifest.files]
     click.echo("\n".join(safe_text(line) for line in lines))
@@ -355,10 +346,10 @@ def pull_command(
         click.echo(json.dumps(body, indent=2, default=str))
         return
     revoked = f" (REVOKED: {model.revocation_reason})" if model.revoked else ""
-    reused = f", {_human(model.reused_bytes)} reused from an earlier attempt" if model.reused_bytes else ""
+    reused = f", {binary_size(model.reused_bytes)} reused from an earlier attempt" if model.reused_bytes else ""
     text = safe_text(
         f"{model.name}@{model.version} → {model.path}: {model.file_count} files, "
-        f"{_human(model.total_bytes)} verified (root {_short(model.root_digest)}, policy {model.decision.policy}, "
+        f"{binary_size(model.total_bytes)} verified (root {_short(model.root_digest)}, policy {model.decision.policy}, "
         f"index sequence {model.index_sequence}){reused} in {model.seconds:.1f} s{revoked}"
     )
     echo(f"{styled('pulled', 'green', sys.stderr)} {text}", sys.stderr)

@@ -13,30 +13,21 @@ from typing import NoReturn
 
 import click
 
-from modelgate.cli_base import GuardedCommand
+from modelgate.cli_base import EXIT_ERROR, EXIT_OK, EXIT_VERDICT, GuardedCommand
 from modelgate.scan.driver import ScanError, scan_path
 from modelgate.scan.findings import BLOCKING, ScanReport
 from modelgate.scan.listing import location, ordered
-from modelgate.terminal import echo, error_line, safe_text, styled, table
+from modelgate.terminal import binary_size, echo, error_line, safe_text, styled, table
 
-EXIT_SAFE, EXIT_UNSAFE, EXIT_ERROR = 0, 1, 2
+EXIT_SAFE, EXIT_UNSAFE = EXIT_OK, EXIT_VERDICT
 MAX_TABLE_FINDINGS = 50
 _STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
-
-
-def _human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def _print_table(report: ScanReport) -> None:
     """The files as a table, then each finding on its own lines (messages are long), as plain text."""
     out = sys.stdout
-    rows = [[f.path, f.format, _human_size(f.size), f.verdict, str(len(f.findings))] for f in report.files]
+    rows = [[f.path, f.format, binary_size(f.size), f.verdict, str(len(f.findings))] for f in report.files]
     styles = [[None, None, None, "green" if f.verdict == "safe" else "red", None] for f in report.files]
     headers = ("file", "format", "size", "verdict", "findings")
     echo(table(headers, rows, title=f"modelgate scan: {report.root}", right=("size", "findings"), styles=styles))

@@ -13,19 +13,11 @@ from pathlib import Path
 
 import click
 
-from modelgate.cli_base import GuardedCommand
+from modelgate.cli_base import EXIT_OK, EXIT_VERDICT, GuardedCommand
 from modelgate.errors import ModelgateError
+from modelgate.terminal import binary_size
 
-EXIT_OK, EXIT_NOT_VERIFIED, EXIT_ERROR = 0, 1, 2
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
+EXIT_NOT_VERIFIED = EXIT_VERDICT
 _folder = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
@@ -42,7 +34,8 @@ def manifest_command(path: Path, as_json: bool, workers: int | None) -> None:
         click.echo(manifest.model_dump_json(indent=2))
         return
     click.echo(f"root digest  {manifest.root_digest}")
-    click.echo(f"files        {manifest.file_count}, {_human(manifest.total_bytes)} ({manifest.total_bytes} bytes)")
+    size = binary_size(manifest.total_bytes)
+    click.echo(f"files        {manifest.file_count}, {size} ({manifest.total_bytes} bytes)")
     for entry in manifest.files:
         click.echo(f"  {entry.sha256}  {entry.size:>14}  {entry.path}")
 

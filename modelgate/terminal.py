@@ -124,3 +124,13 @@ def table(
             lines.append(physical(values, styles[r] if styles else None))
     lines.append(rule("└", "┴", "┘"))
     return "\n".join(lines)
+
+
+def binary_size(size: int) -> str:
+    """``12 B``, ``3.4 KiB`` ... ``1.2 GiB``: file sizes in tables."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"

@@ -134,6 +134,7 @@ def test_output_needs_no_console_library(tmp_path: Path) -> None:
         assert "safe" in stdout
         assert _heavy(modules, ("rich",)) == []
         assert "modelgate.scan.pickle_trace" not in modules and "hashlib" not in modules
+        assert "tarfile" not in modules  # the checksum pre-filter answers for a non-tar head
 
 
 def test_pickle_scan_loads_the_pickle_machinery(tmp_path: Path) -> None:

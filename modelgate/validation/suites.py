@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from modelgate.evidence import Status
 from modelgate.validation.evidence import RunEvidence
+
+if TYPE_CHECKING:  # pandas comes with the intake extra; imported where a table is built
+    import pandas as pd
 
 SHA256_HEX = r"^[0-9a-f]{64}$"
 NORMS = ("linf", "l2")
@@ -90,6 +91,8 @@ def _int(value: Any) -> int | None:
 
 def manifest_suite(run: RunEvidence, params: ValidationParams) -> SuitePlan:
     """Every file has a 64-hex SHA-256 and a size >= 0, paths are unique, the counts match the metrics."""
+    import pandas as pd
+
     plan = SuitePlan("manifest")
     evidence = run.get("manifest")
     files = evidence.details.get("files") if evidence is not None else None
@@ -153,6 +156,8 @@ def _classes(run: RunEvidence, stage: str) -> int | None:
 
 def _table(run: RunEvidence, relative: str) -> tuple[pd.DataFrame | None, str | None]:
     """An artifact table of the run (``.csv`` or ``.parquet``), if it is inside the evidence folder."""
+    import pandas as pd
+
     for suffix in (".csv", ".parquet"):
         path = run.folder / f"{relative}{suffix}"
         if path.is_file():
@@ -163,6 +168,8 @@ def _table(run: RunEvidence, relative: str) -> tuple[pd.DataFrame | None, str | 
 
 def norms_suite(run: RunEvidence, params: ValidationParams) -> SuitePlan:
     """Neural Cleanse: one finite, positive trigger norm per class, no class missing."""
+    import pandas as pd
+
     plan = SuitePlan("backdoor_norms")
     if not run.ran("backdoor"):
         plan.skip = run.why_not("backdoor", "backdoor evaluation")
@@ -204,6 +211,8 @@ def norms_suite(run: RunEvidence, params: ValidationParams) -> SuitePlan:
 
 
 def _robustness_from_details(run: RunEvidence) -> pd.DataFrame | None:
+    import pandas as pd
+
     evidence = run.get("adversarial")
     attacks = evidence.details.get("pgd", {}).get("attacks") if evidence is not None else None
     clean = evidence.metrics.get("adversarial.clean_accuracy") if evidence is not None else None
@@ -225,6 +234,8 @@ def _expected_points(run: RunEvidence) -> int | None:
 
 def with_increase(frame: pd.DataFrame) -> pd.DataFrame:
     """Add ``accuracy_increase``: robust accuracy minus that of the next smaller eps of the same norm."""
+    import pandas as pd
+
     out = frame.copy()
     for column in ("eps", "norm", "robust_accuracy"):
         if column not in out.columns:
@@ -319,6 +330,8 @@ def membership_suite(run: RunEvidence, params: ValidationParams) -> SuitePlan:
 
 def eval_data_suite(run: RunEvidence, params: ValidationParams) -> SuitePlan:
     """The evaluation data covers every class of the model with at least the minimum samples."""
+    import pandas as pd
+
     plan = SuitePlan("eval_data")
     stage = next((s for s in ("backdoor", "adversarial") if run.ran(s)), None)
     summary = run.stages[stage].details.get("eval_data") if stage else None

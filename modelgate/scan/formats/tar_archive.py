@@ -9,7 +9,6 @@ of the archive, and a header block that a pickle loader reads as a pickle.
 
 from __future__ import annotations
 
-import tarfile
 from typing import TYPE_CHECKING
 
 from modelgate.scan.base import Data, ScanContext
@@ -19,6 +18,8 @@ from modelgate.scan.pickle_ops import first_opcode_ok
 from modelgate.scan.zipwalk import unsafe_name
 
 if TYPE_CHECKING:
+    import tarfile
+
     from modelgate.scan.formats import FormatScanner
 
 NAME = "tar"
@@ -26,8 +27,34 @@ _BLOCK = 512
 _ZERO_CHUNK = 1 << 20
 
 
+def _checksum_may_match(block: bytes) -> bool:
+    """A cheap necessary condition of ``TarInfo.frombuf``: the checksum field parses as ``tarfile.nti``
+    parses it and equals the block's unsigned or signed sum. False means tarfile refuses the block too;
+    True still asks tarfile (so the verdict is always tarfile's), which is imported only then."""
+    if len(block) != _BLOCK:
+        return False
+    field = block[148:156]
+    if field[0] in (0o200, 0o377):
+        value = int.from_bytes(field[1:], "big")
+        value = -(256 ** 7 - value) if field[0] == 0o377 else value
+    else:
+        text = field.split(b"\0", 1)[0]
+        try:
+            value = int(text.decode("ascii").strip() or "0", 8)
+        except (UnicodeDecodeError, ValueError):
+            return False
+    rest = block[:148] + block[156:]
+    unsigned = 256 + sum(rest)
+    signed = 256 + sum(b - 256 if b > 127 else b for b in rest)
+    return value in (unsigned, signed)
+
+
 def is_tar_header(head: bytes) -> bool:
     """Whether ``tarfile`` accepts the first 512 bytes as a member header (checksum and number fields)."""
+    if not _checksum_may_match(head[:_BLOCK]):
+        return False
+    import tarfile
+
     try:
         tarfile.TarInfo.frombuf(head[:_BLOCK], "utf-8", "surrogateescape")
     except (tarfile.TarError, ValueError, UnicodeError, IndexError):
@@ -41,6 +68,8 @@ def detect(head: bytes) -> bool:
 
 
 def scan(data: Data, ctx: ScanContext) -> None:
+    import tarfile
+
     _check_pickle_head(data, ctx)
     try:
         with tarfile.open(fileobj=ViewFile(data), mode="r:") as archive:
