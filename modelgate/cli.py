@@ -18,7 +18,7 @@ import sys
 import click
 
 from modelgate import __version__
-from modelgate.cli_base import EXIT_APPROVED, EXIT_ERROR, EXIT_REJECTED, GuardedGroup, fail, note
+from modelgate.cli_base import GuardedGroup, fail, note
 from modelgate.terminal import echo, styled
 
 # Subcommands that live in their own modules, imported only when used (fast --help and start-up).
@@ -27,31 +27,55 @@ _LAZY_COMMANDS = {
     "registry": "modelgate.cli_registry:registry_group",
     "audit": "modelgate.cli_audit:audit_group",
     "automations": "modelgate.cli_automations:automations_group",
-    "stage": "modelgate.cli_stage:stage_group",
     "pull": "modelgate.cli_registry:pull_command",
     "scan": "modelgate.cli_scan:scan_command",
-    "demo": "modelgate.demo.cli:demo_group",
     "manifest": "modelgate.cli_signing:manifest_command",
     "verify": "modelgate.cli_signing:verify_command",
     "keygen": "modelgate.cli_signing:keygen_command",
     "sign": "modelgate.cli_signing:sign_command",
-    "serve": "modelgate.cli_serve:serve_command",
 }
 
 
+# The intake side (flows/) registers its commands (intake, stage, serve, demo) as entry points of this
+# group (pyproject.toml): the core finds them by name and never imports flows or tasks itself.
+ENTRY_POINTS = "modelgate.commands"
+INTAKE_SIDE = ("intake", "stage", "serve", "demo")  # named in the help even where the extra is missing
+
+
+def _entry_point(name: str) -> str | None:
+    from importlib.metadata import entry_points
+
+    found = entry_points(group=ENTRY_POINTS, name=name)
+    return next((f"{ep.module}:{ep.attr}" for ep in found), None)
+
+
+def _load(name: str, target: str) -> click.Command:
+    module_name, attr = target.split(":")
+    try:
+        command = getattr(importlib.import_module(module_name), attr)
+    except ModuleNotFoundError as exc:
+        if name in INTAKE_SIDE:
+            missing = f" ({exc.name} is not installed)" if exc.name else ""
+            fail(f"modelgate {name} needs the intake extra: pip install 'modelgate[intake]'{missing}")
+        raise
+    if not isinstance(command, click.Command):
+        raise TypeError(f"{target} is not a click command")
+    return command
+
+
 class _Group(GuardedGroup):
-    """Loads subcommands lazily; errors are one line (GuardedGroup)."""
+    """Loads subcommands lazily (the core's by module, the intake side's by entry point); errors are one line."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS, *INTAKE_SIDE})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name in _LAZY_COMMANDS and cmd_name not in self.commands:
-            module_name, attr = _LAZY_COMMANDS[cmd_name].split(":")
-            command = getattr(importlib.import_module(module_name), attr)
-            if not isinstance(command, click.Command):
-                raise TypeError(f"{_LAZY_COMMANDS[cmd_name]} is not a click command")
-            self.add_command(command, cmd_name)
+        if cmd_name not in self.commands:
+            target = _LAZY_COMMANDS.get(cmd_name) or _entry_point(cmd_name)
+            if target is None and cmd_name in INTAKE_SIDE:
+                fail(f"modelgate {cmd_name} needs the intake extra: pip install 'modelgate[intake]'")
+            if target is not None:
+                self.add_command(_load(cmd_name, target), cmd_name)
         return super().get_command(ctx, cmd_name)
 
 
@@ -148,64 +172,6 @@ def use_running_services(registry_role: str | None = None) -> None:
     # modelgate-crashed-runs automation (infra/prefect/automations.yaml) instead of staying Running.
     os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-@main.command()
-@click.argument("source")
-@click.option("--name", required=True, help="Registry name to publish as.")
-@click.option("--version", "version", required=True, help="Registry version to publish as.")
-@click.option("--signature", help="Signature file (default: model.sig / modelgate.sig inside the model).")
-@click.option("--expected-digest", help="Pin: expected root digest sha256:<hex>.")
-@click.option("--policy", default="default", show_default=True, help="Policy name or path.")
-@click.option("--task", "model_task", default="image-classification", show_default=True, help="Model task.")
-@click.option("--eval-data", help="Evaluation data reference.")
-@click.option("--reference", help="Trusted checkpoint of the same architecture (privacy audit, weight forensics).")
-@click.option("--reference-digest", help="The reference's pinned root digest sha256:<hex> (required with --reference).")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
-def intake(
-    source: str,
-    name: str,
-    version: str,
-    signature: str | None,
-    expected_digest: str | None,
-    policy: str,
-    model_task: str,
-    eval_data: str | None,
-    reference: str | None,
-    reference_digest: str | None,
-    as_json: bool,
-) -> None:
-    """Run the intake flow on SOURCE; exit 0 approved, 1 rejected, 2 error.
-
-    SOURCE is a local path, file://, s3://bucket/prefix, https://... or hf://org/repo@revision.
-    """
-    from pydantic import ValidationError
-
-    from modelgate.request import IntakeRequest
-
-    try:
-        request = IntakeRequest(
-            source=source,
-            name=name,
-            version=version,
-            signature=signature,
-            expected_digest=expected_digest,
-            policy=policy,
-            model_task=model_task,  # type: ignore[arg-type]
-            eval_data=eval_data,
-            reference=reference,
-            reference_digest=reference_digest,
-        )
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "request"
-        fail(f"invalid request: {where}: {first['msg'].removeprefix('Value error, ')}")
-    from modelgate.cli_intake import run_intake
-
-    outcome = run_intake(request, live=not as_json and sys.stderr.isatty())
-    if as_json:
-        click.echo(outcome.model_dump_json(indent=2))
-    sys.exit({"approved": EXIT_APPROVED, "rejected": EXIT_REJECTED}.get(outcome.decision, EXIT_ERROR))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def guarded(invoke: Any, ctx: click.Context) -> Any:
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
             raise
-        fail(crash_message(exc))
+        sub = ctx.invoked_subcommand if isinstance(ctx.command, click.Group) else None
+        fail(crash_message(exc, f"{ctx.command_path} {sub}" if sub else ctx.command_path))
 
 
 def usage_error(exc: click.UsageError) -> NoReturn:
@@ -104,13 +105,13 @@ def note(message: str) -> None:
     echo(message, sys.stderr)
 
 
-def crash_message(exc: BaseException) -> str:
+def crash_message(exc: BaseException, command: str = "this command") -> str:
     """One line for an unexpected exception: a missing extra, an unreachable server, or type and message."""
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         top = exc.name.split(".")[0]
         if top in _EXTRA_OF:
             extra = _EXTRA_OF[top]
-            return f"this command needs the {extra!r} extra ({top} is not installed): pip install 'modelgate[{extra}]'"
+            return f"{command} needs the {extra} extra: pip install 'modelgate[{extra}]' ({top} is not installed)"
     text = " ".join(str(exc).split()) or "(no message)"
     name = type(exc).__name__
     if name in ("ConnectError", "ConnectTimeout") or isinstance(exc, ConnectionError):

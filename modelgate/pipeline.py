@@ -2,7 +2,7 @@
 
 This table is the one place the order of the stages, their prerequisites and their skip reasons
 are written. The Prefect flow (``flows/intake.py``), the DVC stage entry points
-(``modelgate/ledger/stages.py``, what ``dvc repro`` runs), the CLI's progress table and the ledger
+(``flows/dvc_stages.py``, what ``dvc repro`` runs), the CLI's progress table and the ledger
 all read it, so a run and its reproduction write the same evidence, reasons included. Adding a
 stage is one row here plus its function.
 

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from flows.cli_demo import demo_group
 from modelgate.demo import EXAMPLES, CnnConfig, build_examples, load_model, read_config
 from modelgate.demo.build import (
     DEFAULT_EPOCHS,
@@ -29,7 +30,6 @@ from modelgate.demo.build import (
     digits_dataset,
     tamper_weights,
 )
-from modelgate.demo.cli import demo_group
 from modelgate.errors import ModelgateError
 from modelgate.provenance import read_model_card
 
@@ -247,7 +247,7 @@ def test_trust_store_lists_the_demo_key() -> None:
 
 
 def test_demo_package_imports_without_torch() -> None:
-    code = "import sys; sys.modules['torch'] = None; import modelgate.demo, modelgate.demo.cli; print('ok')"
+    code = "import sys; sys.modules['torch'] = None; import modelgate.demo, flows.cli_demo; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

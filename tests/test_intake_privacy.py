@@ -120,8 +120,8 @@ def test_the_flow_and_dvc_repro_write_the_same_evidence(
     """Issue 15: one pipeline. The DVC stage entry points (what `dvc repro` runs) and the flow, on the same
     request, record every stage with the same status and the same reason, text included. The case is the
     one where the two copies had drifted: a refused reference (privacy and forensics are skipped for it)."""
+    from flows import dvc_stages as stages
     from flows.intake import intake
-    from modelgate.ledger import stages
     from modelgate.pipeline import EVIDENCE_FILES
 
     request = _request(models, "honest-copy", "privacy-same-evidence", digest="sha256:" + "0" * 64)

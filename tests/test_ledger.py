@@ -4,7 +4,7 @@ Two intakes become two DVC experiments with the right params and metrics, ``dvc 
 what changed, a run's evidence is restored from the DVC remote and matches its decision record,
 ``dvc repro`` of a recorded run gives the same metrics exactly, two concurrent intakes both land
 intact, and a bad run id or a missing remote is one line. The evidence comes from the same stage
-functions the flow and ``dvc repro`` run (modelgate.ledger.stages).
+functions the flow and ``dvc repro`` run (flows/dvc_stages.py).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from flows import dvc_stages as stages
 from modelgate.cli_audit import audit_group
 from modelgate.evidence import Status, write_evidence
-from modelgate.ledger import stages
 from modelgate.ledger.audit import compare_metrics, find_intake, list_intakes
 from modelgate.ledger.commands import dvc, git, tool_env
 from modelgate.ledger.config import LedgerConfig, load_ledger_config

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from flows import dvc_stages as stages
 from modelgate.evidence import StageEvidence, Status, write_evidence
 from modelgate.gate import gate_stage
-from modelgate.ledger import stages
 from modelgate.ledger.layout import EVALUATIONS
 from modelgate.request import IntakeRequest
 from modelgate.settings import load_settings

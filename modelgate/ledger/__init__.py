@@ -3,5 +3,5 @@ the DVC remote on S3, and the auditor's commands over it.
 
 ``modelgate.ledger.version.version_stage`` is the plain stage function (Prefect wraps it in
 ``tasks/version.py``); ``modelgate.ledger.audit`` lists, diffs, restores and reproduces recorded
-runs; ``modelgate.ledger.stages`` are the stages of ``dvc.yaml``. See docs/audit.md.
+runs; ``flows/dvc_stages.py`` holds the stages of ``dvc.yaml`` (the intake side composes them). See docs/audit.md.
 """

@@ -33,8 +33,8 @@ PIPELINE = (
     "metrics",
 )
 
-# What `python -m modelgate.cli_stage` is called with from dvc.yaml.
-STAGE_COMMAND = "python -m modelgate.cli_stage"
+# What dvc.yaml calls each intake stage with (`python -m modelgate.cli_stage` still works for old ledgers).
+STAGE_COMMAND = "python -m flows.cli_stage"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -22,12 +22,11 @@ from typing import Any
 import yaml
 
 from modelgate import __version__
-from modelgate.evidence import StageEvidence, Status, write_evidence
+from modelgate.evidence import StageEvidence, Status, sha256_bytes, write_evidence
 from modelgate.ledger.commands import dvc, git, set_identity, tool_env
 from modelgate.ledger.config import DVC_REMOTE, LedgerConfig, LedgerError
 from modelgate.ledger.layout import EVIDENCE_DIR, EVIDENCE_FILES, PIPELINE, POLICY_SNAPSHOT
 from modelgate.ledger.metrics import write_metrics
-from modelgate.ledger.stages import read_params, snapshot_policy
 from modelgate.policy.decision import Decision
 from modelgate.request import IntakeRequest
 
@@ -121,6 +120,22 @@ def stage_files(dvc_yaml: Path) -> dict[str, list[str]]:
                 paths += [entry] if isinstance(entry, str) else list(entry)
         files[str(name)] = paths
     return files
+
+
+def snapshot_policy(folder: Path, decision: Decision) -> Path | None:
+    """Copy the policy the decision names into the evidence, if its bytes still match the recorded digest."""
+    source = Path(decision.policy.path)
+    if not source.is_file() or sha256_bytes(source.read_bytes()) != decision.policy.digest:
+        return None
+    target = folder / POLICY_SNAPSHOT
+    shutil.copyfile(source, target)
+    return target
+
+
+def _read_params(path: Path) -> dict[str, Any]:
+    """A params file as it is (the run that recorded it checked it strictly before it started)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return data if isinstance(data, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -224,10 +239,10 @@ class Workspace:
         return dest
 
     def _write_params(self, request: IntakeRequest, decision: Decision | None, run_id: str, experiment: str) -> None:
-        params = read_params(self.root / "params.yaml") if (self.root / "params.yaml").is_file() else {}
+        params = _read_params(self.root / "params.yaml") if (self.root / "params.yaml").is_file() else {}
         project = self.config.project / "params.yaml"
         if project.is_file():
-            params.update({k: v for k, v in read_params(project).items() if k != "intake"})
+            params.update({k: v for k, v in _read_params(project).items() if k != "intake"})
         intake: dict[str, Any] = request.model_dump(mode="json")
         intake.update(
             run_id=run_id,

@@ -1,4 +1,8 @@
-"""Runs the intake flow in this process with a live per-stage progress table."""
+"""``modelgate intake``: runs the intake flow in this process with a live per-stage progress table.
+
+The intake side registers this command with the core CLI (the ``modelgate.commands`` entry points
+in pyproject.toml), so the core never imports it; installed without the intake extra, the command
+is one line naming the extra."""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+import click
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
 from modelgate import progress
+from modelgate.cli_base import EXIT_APPROVED, EXIT_ERROR, EXIT_REJECTED, GuardedCommand, fail
 from modelgate.terminal import echo, safe_text, styled
 
 if TYPE_CHECKING:
@@ -135,3 +141,59 @@ def _print_outcome(outcome: IntakeOutcome) -> None:
     lines.append(f"  evidence: {outcome.evidence_dir}")
     for line in lines:
         echo(safe_text(line), sys.stderr)
+
+
+@click.command("intake", cls=GuardedCommand)
+@click.argument("source")
+@click.option("--name", required=True, help="Registry name to publish as.")
+@click.option("--version", "version", required=True, help="Registry version to publish as.")
+@click.option("--signature", help="Signature file (default: model.sig / modelgate.sig inside the model).")
+@click.option("--expected-digest", help="Pin: expected root digest sha256:<hex>.")
+@click.option("--policy", default="default", show_default=True, help="Policy name or path.")
+@click.option("--task", "model_task", default="image-classification", show_default=True, help="Model task.")
+@click.option("--eval-data", help="Evaluation data reference.")
+@click.option("--reference", help="Trusted checkpoint of the same architecture (privacy audit, weight forensics).")
+@click.option("--reference-digest", help="The reference's pinned root digest sha256:<hex> (required with --reference).")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON on stdout.")
+def intake_command(
+    source: str,
+    name: str,
+    version: str,
+    signature: str | None,
+    expected_digest: str | None,
+    policy: str,
+    model_task: str,
+    eval_data: str | None,
+    reference: str | None,
+    reference_digest: str | None,
+    as_json: bool,
+) -> None:
+    """Run the intake flow on SOURCE; exit 0 approved, 1 rejected, 2 error.
+
+    SOURCE is a local path, file://, s3://bucket/prefix, https://... or hf://org/repo@revision.
+    """
+    from pydantic import ValidationError
+
+    from modelgate.request import IntakeRequest
+
+    try:
+        request = IntakeRequest(
+            source=source,
+            name=name,
+            version=version,
+            signature=signature,
+            expected_digest=expected_digest,
+            policy=policy,
+            model_task=model_task,  # type: ignore[arg-type]
+            eval_data=eval_data,
+            reference=reference,
+            reference_digest=reference_digest,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        fail(f"invalid request: {where}: {first['msg'].removeprefix('Value error, ')}")
+    outcome = run_intake(request, live=not as_json and sys.stderr.isatty())
+    if as_json:
+        click.echo(outcome.model_dump_json(indent=2))
+    sys.exit({"approved": EXIT_APPROVED, "rejected": EXIT_REJECTED}.get(outcome.decision, EXIT_ERROR))

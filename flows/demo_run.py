@@ -46,7 +46,7 @@ def _pull_approved(dest_root: Path, version: str) -> bool:
 
 def run_demo(*, seed: int = 0, live: bool | None = None) -> int:
     """Build, take in, print a decision table; returns 0 when every example got its expected decision."""
-    from modelgate.cli_intake import run_intake
+    from flows.cli_intake import run_intake
     from modelgate.demo.build import PLAIN, build_examples
     from modelgate.manifest import build_manifest
     from modelgate.request import IntakeRequest

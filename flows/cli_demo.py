@@ -49,8 +49,8 @@ def build_command(out_dir: Path | None, seed: int, overwrite: bool) -> None:
 @click.option("--seed", default=0, show_default=True, help="Seed of the example models.")
 def run_command(seed: int) -> None:
     """Build the example models and run the intake flow on each; print the decision table."""
+    from flows.demo_run import run_demo
     from modelgate.cli import use_running_services
-    from modelgate.demo.run import run_demo
 
     use_running_services(registry_role="publisher")
     sys.exit(run_demo(seed=seed))

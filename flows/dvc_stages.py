@@ -18,11 +18,11 @@ import yaml
 
 from modelgate.evidence import StageEvidence, Status, sha256_bytes, write_evidence
 from modelgate.ledger.config import LedgerError
-from modelgate.ledger.layout import EVALUATIONS, EVIDENCE_FILES, POLICY_SNAPSHOT
+from modelgate.ledger.layout import EVALUATIONS, EVIDENCE_FILES
 from modelgate.ledger.metrics import write_metrics
+from modelgate.ledger.workspace import snapshot_policy
 from modelgate.manifest import FileEntry, Manifest
 from modelgate.pipeline import skip_reason, skipped
-from modelgate.policy.decision import Decision
 from modelgate.request import IntakeRequest, signature_path
 from modelgate.settings import Settings, load_settings
 
@@ -227,16 +227,6 @@ def evidence_digests(folder: Path) -> dict[str, str]:
     """``request.json`` and every evidence file the gate reads, by name -> sha256 (as the flow records them)."""
     names = ["request.json", *EVIDENCE_FILES.values()]
     return {name: sha256_bytes((folder / name).read_bytes()) for name in names if (folder / name).is_file()}
-
-
-def snapshot_policy(folder: Path, decision: Decision) -> Path | None:
-    """Copy the policy the decision names into the evidence, if its bytes still match the recorded digest."""
-    source = Path(decision.policy.path)
-    if not source.is_file() or sha256_bytes(source.read_bytes()) != decision.policy.digest:
-        return None
-    target = folder / POLICY_SNAPSHOT
-    shutil.copyfile(source, target)
-    return target
 
 
 def gate_stage(folder: Path, params_file: Path, settings: Settings | None = None) -> StageEvidence:
