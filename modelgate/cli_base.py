@@ -64,8 +64,8 @@ def usage_error(exc: click.UsageError) -> NoReturn:
     fail(f"{exc.format_message()}  (see: {where})")
 
 
-class GuardedGroup(click.Group):
-    """A group whose commands fail in one line with exit 2 (see ``guarded``)."""
+class _Guarded(click.Command):
+    """Usage errors and failures of this command (or group) are one line with exit 2 (see ``guarded``)."""
 
     def make_context(
         self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
@@ -79,19 +79,12 @@ class GuardedGroup(click.Group):
         return guarded(super().invoke, ctx)
 
 
-class GuardedCommand(click.Command):
-    """A stand-alone command that fails in one line with exit 2 (see ``guarded``)."""
+class GuardedGroup(_Guarded, click.Group):
+    """A group whose commands fail in one line with exit 2."""
 
-    def make_context(
-        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
-    ) -> click.Context:
-        try:
-            return super().make_context(info_name, args, parent, **extra)
-        except click.UsageError as exc:
-            usage_error(exc)
 
-    def invoke(self, ctx: click.Context) -> Any:
-        return guarded(super().invoke, ctx)
+class GuardedCommand(_Guarded):
+    """A stand-alone command that fails in one line with exit 2."""
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

@@ -33,24 +33,8 @@ def positive_int(
     return value
 
 
-def positive_number(
-    name: str, default: float, env: Mapping[str, str] | None = None, error: type[ModelgateError] = SettingError
-) -> float:
-    """A duration or size from the environment (``default`` when unset): a finite number above 0, else ``error``."""
-    raw = (os.environ if env is None else env).get(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise error(f"{name}={raw!r}: expected a number greater than 0")
-    return value
-
-
-def non_negative_number(name: str, env: Mapping[str, str] | None = None) -> float | None:
-    """A delay from the environment (``None`` when unset): a finite number of at least 0, else ``SettingError``."""
+def _number(name: str, env: Mapping[str, str] | None, *, above_zero: bool, error: type[ModelgateError]) -> float | None:
+    """A finite number from the environment (None when unset), > 0 or >= 0; anything else is ``error``."""
     raw = (os.environ if env is None else env).get(name)
     if not raw:
         return None
@@ -58,9 +42,22 @@ def non_negative_number(name: str, env: Mapping[str, str] | None = None) -> floa
         value = float(raw)
     except ValueError:
         value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise SettingError(f"{name}={raw!r}: expected a number of at least 0")
+    if not math.isfinite(value) or value < 0 or (above_zero and value == 0):
+        raise error(f"{name}={raw!r}: expected a number {'greater than 0' if above_zero else 'of at least 0'}")
     return value
+
+
+def positive_number(
+    name: str, default: float, env: Mapping[str, str] | None = None, error: type[ModelgateError] = SettingError
+) -> float:
+    """A duration or size from the environment (``default`` when unset): a finite number above 0, else ``error``."""
+    value = _number(name, env, above_zero=True, error=error)
+    return default if value is None else value
+
+
+def non_negative_number(name: str, env: Mapping[str, str] | None = None) -> float | None:
+    """A delay from the environment (``None`` when unset): a finite number of at least 0, else ``SettingError``."""
+    return _number(name, env, above_zero=False, error=SettingError)
 
 
 def switch(name: str, default: bool, env: Mapping[str, str] | None = None) -> bool:

@@ -32,7 +32,7 @@ from modelgate.scan import scan_path
 from modelgate.scan.findings import BLOCKING, ScanReport
 from modelgate.scan.formats import tf_bundle
 from tests.live import MARKER
-from tests.test_scan_code_configs import _LOADERS, _benign_saved_model, _missing_loader
+from tests.test_scan_code_configs import _LOADERS, _benign_saved_model, _missing_loader, _varint
 
 TF221 = Path(os.environ.get("MODELGATE_TF_2_21", str(_LOADERS / "tf221")))
 SECRET = "modelgate-secret"  # a file the proof harness puts in each working dir; a model reading it is caught
@@ -574,16 +574,6 @@ def _assert_index_blocks(report: ScanReport) -> None:
 
 
 # --------------------------------------------------------------------------- a tensor bundle, by hand
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def _vf(number: int, value: int) -> bytes:
