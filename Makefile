@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The core alone (no extras), for the test that a consumer's install imports and runs without them.
+CORE_VENV  ?= .venv-core
+CORE_STAMP := $(CORE_VENV)/.installed-stamp
 
 # Nothing phones home.
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -32,7 +35,15 @@ $(STAMP): pyproject.toml constraints.txt tests/loaders/tensorflow-2.21.txt
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-loaders/tf221 -r tests/loaders/tensorflow-2.21.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+# Only the core's dependencies (read from pyproject.toml), never modelgate itself: the test builds the
+# core's wheel from the working tree and installs it beside them (tests/test_core_install.py).
+$(CORE_STAMP): pyproject.toml constraints.txt
+	test -x $(CORE_VENV)/bin/python || $(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_VENV)/bin/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > $(CORE_VENV)/core-requirements.txt
+	$(CORE_VENV)/bin/python -m pip install -q -c constraints.txt -r $(CORE_VENV)/core-requirements.txt
+	touch $(CORE_STAMP)
+
+install: $(STAMP) $(CORE_STAMP)
 
 ## make run: set up, start the embedded services, build the example models, run the intake on each,
 ## then leave the Prefect UI running with the deployments served (its address is the last line).

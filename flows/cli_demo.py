@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from modelgate.cli_base import GuardedGroup
+from modelgate.cli.common import GuardedGroup
 from modelgate.settings import load_settings
 
 
@@ -50,7 +50,7 @@ def build_command(out_dir: Path | None, seed: int, overwrite: bool) -> None:
 def run_command(seed: int) -> None:
     """Build the example models and run the intake flow on each; print the decision table."""
     from flows.demo_run import run_demo
-    from modelgate.cli import use_running_services
+    from modelgate.cli.common import use_running_services
 
     use_running_services(registry_role="publisher")
     sys.exit(run_demo(seed=seed))

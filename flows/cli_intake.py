@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from modelgate import progress
-from modelgate.cli_base import EXIT_APPROVED, EXIT_ERROR, EXIT_REJECTED, GuardedCommand, fail
+from modelgate.cli.common import EXIT_APPROVED, EXIT_ERROR, EXIT_REJECTED, GuardedCommand, fail
 from modelgate.terminal import echo, safe_text, styled
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def _quiet_prefect_console() -> None:
 
     from prefect.logging.handlers import PrefectConsoleHandler
 
-    from modelgate.cli_base import DEBUG_ENV
+    from modelgate.cli.common import DEBUG_ENV
 
     if os.environ.get(DEBUG_ENV):
         return
@@ -102,7 +102,7 @@ def _quiet_prefect_console() -> None:
 
 def run_intake(request: IntakeRequest, *, live: bool) -> IntakeOutcome:
     """Run the flow; show progress on stderr when ``live``; print the decision summary."""
-    from modelgate.cli import use_running_services
+    from modelgate.cli.common import use_running_services
 
     use_running_services(registry_role="publisher")
     preflight()

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from modelgate.cli_base import GuardedCommand, note
+from modelgate.cli.common import GuardedCommand, note
 from modelgate.errors import ServiceError
 from modelgate.terminal import styled
 
@@ -39,7 +39,7 @@ def _ui_address() -> str:
 )
 def serve_command(background: bool, limit: int | None, gpu_slots: int | None, setup_only: bool) -> None:
     """Register the intake, evaluate and regate deployments and run what the Prefect UI starts."""
-    from modelgate.cli import use_running_services
+    from modelgate.cli.common import use_running_services
 
     if limit:
         os.environ["MODELGATE_SERVE_LIMIT"] = str(limit)

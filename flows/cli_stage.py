@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from modelgate.cli_base import GuardedGroup
+from modelgate.cli.common import GuardedGroup
 from modelgate.ledger.layout import EVIDENCE_DIR, SCRATCH_DIR
 
 EVIDENCE_OPTION = click.option(

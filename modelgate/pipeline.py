@@ -64,6 +64,7 @@ class Stage:
     dvc_file: str | None  # None: written after the gate read the evidence (not evidence itself)
     needs: tuple[Need, ...] = ()
     evaluation: bool = False  # run by the evaluation subflow
+    dvc_stage: str | None = None  # the dvc.yaml stage that writes its evidence (None: the flow's alone)
 
 
 _FETCHED = (Need("passed", "fetch", FETCH_INCOMPLETE),)
@@ -72,22 +73,22 @@ _LOADED = (*_LOADABLE, Need("passed", "load", NOT_LOADED))
 _WITH_REFERENCE = (*_LOADED, Need("not_refused", "reference", REFERENCE_REFUSED))
 
 STAGES: tuple[Stage, ...] = (
-    Stage("fetch", "fetch.json"),
-    Stage("manifest", "manifest.json", _FETCHED),
-    Stage("signature", "signature.json", (*_FETCHED, Need("manifest", "manifest", NO_MANIFEST))),
-    Stage("provenance", "provenance.json", _FETCHED),
-    Stage("scan", "scan.json", _FETCHED),
-    Stage("load", "load.json", _LOADABLE),
-    Stage("reference", "reference.json", _LOADED),
-    Stage("backdoor", "eval-backdoor.json", _LOADED, evaluation=True),
-    Stage("adversarial", "eval-adversarial.json", _LOADED, evaluation=True),
-    Stage("membership", "eval-membership.json", _LOADED, evaluation=True),
-    Stage("privacy", "eval-privacy.json", _WITH_REFERENCE, evaluation=True),
-    Stage("forensics", "eval-forensics.json", _WITH_REFERENCE, evaluation=True),
-    Stage("inversion", "eval-inversion.json", _LOADED, evaluation=True),
-    Stage("leakage", "eval-leakage.json", _LOADED, evaluation=True),
-    Stage("validation", "validation.json"),
-    Stage("gate", None),
+    Stage("fetch", "fetch.json", dvc_stage="fetch"),
+    Stage("manifest", "manifest.json", _FETCHED, dvc_stage="manifest"),
+    Stage("signature", "signature.json", (*_FETCHED, Need("manifest", "manifest", NO_MANIFEST)), dvc_stage="signature"),
+    Stage("provenance", "provenance.json", _FETCHED, dvc_stage="provenance"),
+    Stage("scan", "scan.json", _FETCHED, dvc_stage="scan"),
+    Stage("load", "load.json", _LOADABLE, dvc_stage="evaluate"),
+    Stage("reference", "reference.json", _LOADED, dvc_stage="evaluate"),
+    Stage("backdoor", "eval-backdoor.json", _LOADED, evaluation=True, dvc_stage="evaluate"),
+    Stage("adversarial", "eval-adversarial.json", _LOADED, evaluation=True, dvc_stage="evaluate"),
+    Stage("membership", "eval-membership.json", _LOADED, evaluation=True, dvc_stage="evaluate"),
+    Stage("privacy", "eval-privacy.json", _WITH_REFERENCE, evaluation=True, dvc_stage="evaluate"),
+    Stage("forensics", "eval-forensics.json", _WITH_REFERENCE, evaluation=True, dvc_stage="evaluate"),
+    Stage("inversion", "eval-inversion.json", _LOADED, evaluation=True, dvc_stage="evaluate"),
+    Stage("leakage", "eval-leakage.json", _LOADED, evaluation=True, dvc_stage="evaluate"),
+    Stage("validation", "validation.json", dvc_stage="validate"),
+    Stage("gate", None, dvc_stage="gate"),
     Stage("publish", None, (Need("request", "publish", NOT_PUBLISHED_BY_REQUEST),)),
     Stage("version", None),
 )
@@ -97,6 +98,8 @@ EVALUATIONS: tuple[str, ...] = tuple(stage.name for stage in STAGES if stage.eva
 # Evidence the gate reads, in order, with the file each is recorded under in a DVC workspace.
 EVIDENCE_FILES: dict[str, str] = {stage.name: stage.dvc_file for stage in STAGES if stage.dvc_file}
 NOT_EVIDENCE: tuple[str, ...] = tuple(stage.name for stage in STAGES if stage.dvc_file is None)
+# dvc.yaml's intake stages in order: the request (the input), one per group of the table's stages, the metrics.
+DVC_STAGES: tuple[str, ...] = ("request", *dict.fromkeys(s.dvc_stage for s in STAGES if s.dvc_stage), "metrics")
 
 
 def skip_reason(stage: str, recorded: Mapping[str, StageEvidence], request: Any) -> str | None:

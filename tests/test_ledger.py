@@ -23,7 +23,7 @@ import yaml
 from click.testing import CliRunner
 
 from flows import dvc_stages as stages
-from modelgate.cli_audit import audit_group
+from modelgate.cli.audit import audit_group
 from modelgate.evidence import Status, write_evidence
 from modelgate.ledger.audit import compare_metrics, find_intake, list_intakes
 from modelgate.ledger.commands import dvc, git, tool_env

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from modelgate.cli_signing import manifest_command
+from modelgate.cli.signing import manifest_command
 from modelgate.evidence import Status
 from modelgate.manifest import (
     READ_BUFFER,

@@ -80,3 +80,17 @@ def test_no_skip_reason_is_written_outside_the_table() -> None:
             continue
         literals = {n.value for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Constant)}
         assert not reasons & literals, (path, reasons & literals)
+
+
+def test_dvc_yaml_writes_each_stage_evidence_in_the_stage_the_table_names() -> None:
+    """dvc.yaml's stages come in the table's order, and each writes the evidence of the rows it groups."""
+    import yaml
+
+    from modelgate.ledger.layout import EVIDENCE_DIR
+
+    declared = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert [name for name in declared if name != "examples"] == list(pipeline.DVC_STAGES)
+    for row in pipeline.STAGES:
+        if row.dvc_stage and row.dvc_file:
+            outs = [o if isinstance(o, str) else next(iter(o)) for o in declared[row.dvc_stage].get("outs", [])]
+            assert f"{EVIDENCE_DIR}/{row.dvc_file}" in outs, (row.name, row.dvc_stage)

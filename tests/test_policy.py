@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from modelgate.cli_policy import policy_group
+from modelgate.cli.policy import policy_group
 from modelgate.errors import PolicyError
 from modelgate.policy import (
     Decision,

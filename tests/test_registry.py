@@ -545,7 +545,7 @@ def cli_env(reg: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> d
 def test_cli_ls_show_alias_revoke_and_pull(
     reg: Registry, tmp_path: Path, policies: Path, cli_env: dict[str, str]
 ) -> None:
-    from modelgate.cli_registry import pull_command, registry_group
+    from modelgate.cli.registry import pull_command, registry_group
 
     item = _published(reg, tmp_path, policies, sizes={"w.bin": 10})
     runner = CliRunner()
@@ -579,7 +579,7 @@ def test_cli_ls_show_alias_revoke_and_pull(
 def test_cli_init_creates_the_key_pair_and_the_bucket(
     reg: Registry, tmp_path: Path, cli_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelgate.cli_registry import registry_group
+    from modelgate.cli.registry import registry_group
 
     monkeypatch.setenv("MODELGATE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MODELGATE_REGISTRY_BUCKET", "fresh-registry")

@@ -388,7 +388,7 @@ def cli_env(reg: Registry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> P
 def test_cli_ls_show_and_pull_refuse_a_rollback_in_one_line(
     reg: Registry, tmp_path: Path, policies: Path, cli_env: Path
 ) -> None:
-    from modelgate.cli_registry import pull_command, registry_group
+    from modelgate.cli.registry import pull_command, registry_group
 
     first, _ = _two_versions(reg, tmp_path, policies)
     name = first.name
@@ -418,7 +418,7 @@ def test_cli_ls_show_and_pull_refuse_a_rollback_in_one_line(
 def test_cli_sign_index_and_markup_in_untrusted_text(
     reg: Registry, tmp_path: Path, policies: Path, cli_env: Path
 ) -> None:
-    from modelgate.cli_registry import pull_command, registry_group
+    from modelgate.cli.registry import pull_command, registry_group
 
     first, _ = _two_versions(reg, tmp_path, policies)
     name = first.name
@@ -445,7 +445,7 @@ def test_cli_sign_index_and_markup_in_untrusted_text(
 
 
 def test_pull_min_sequence_option(reg: Registry, tmp_path: Path, policies: Path, cli_env: Path) -> None:
-    from modelgate.cli_registry import pull_command
+    from modelgate.cli.registry import pull_command
 
     first, _ = _two_versions(reg, tmp_path, policies)
     runner = CliRunner()

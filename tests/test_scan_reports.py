@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
-from modelgate.cli_scan import scan_command
+from modelgate.cli.scan import scan_command
 from modelgate.evidence import Status
 from modelgate.scan import FileReport, ScanReport, scan_bytes, scan_path
 from modelgate.scan.sarif import to_sarif

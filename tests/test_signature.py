@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from modelgate.cli_signing import keygen_command, sign_command, verify_command
+from modelgate.cli.signing import keygen_command, sign_command, verify_command
 from modelgate.errors import SignatureError
 from modelgate.evidence import Status
 from modelgate.manifest import Manifest, build_manifest
@@ -418,7 +418,7 @@ def test_trust_store_lookup(store: TrustStore, keys: dict[str, PrivateKey]) -> N
 
 def test_core_does_not_import_reference_implementations() -> None:
     code = (
-        "import sys, modelgate.signing, modelgate.signing.stage, modelgate.cli_signing, modelgate.manifest;"
+        "import sys, modelgate.signing, modelgate.signing.stage, modelgate.cli.signing, modelgate.manifest;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('model_signing', 'sigstore', 'OpenSSL')];"
         "sys.exit(1 if bad else 0)"
     )

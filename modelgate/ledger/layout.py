@@ -20,18 +20,7 @@ POLICY_SNAPSHOT = "policy.yaml"
 EVIDENCE_FILES, EVALUATIONS, NOT_EVIDENCE = pipeline.EVIDENCE_FILES, pipeline.EVALUATIONS, pipeline.NOT_EVIDENCE
 
 # The intake stages of dvc.yaml, in order (the `examples` stage builds demo models, not an intake).
-PIPELINE = (
-    "request",
-    "fetch",
-    "manifest",
-    "signature",
-    "provenance",
-    "scan",
-    "evaluate",
-    "validate",
-    "gate",
-    "metrics",
-)
+PIPELINE = pipeline.DVC_STAGES
 
 # What dvc.yaml calls each intake stage with (`python -m modelgate.cli_stage` still works for old ledgers).
 STAGE_COMMAND = "python -m flows.cli_stage"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import click
 
-from modelgate.cli_base import GuardedGroup, note
+from modelgate.cli.common import GuardedGroup, note
 from modelgate.terminal import echo, styled, table
 
 
 def _connect() -> None:
-    from modelgate.cli import use_running_services
+    from modelgate.cli.common import use_running_services
 
     use_running_services()
 

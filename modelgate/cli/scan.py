@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import click
 
-from modelgate.cli_base import EXIT_ERROR, EXIT_OK, EXIT_VERDICT, GuardedCommand
+from modelgate.cli.common import EXIT_ERROR, EXIT_OK, EXIT_VERDICT, GuardedCommand
 from modelgate.scan.driver import ScanError, scan_path
 from modelgate.scan.findings import BLOCKING, ScanReport
 from modelgate.scan.listing import location, ordered

@@ -16,14 +16,14 @@ from typing import Any
 
 import click
 
-from modelgate.cli_base import EXIT_OK, EXIT_VERDICT, GuardedGroup, note
+from modelgate.cli.common import EXIT_OK, EXIT_VERDICT, GuardedGroup, note
 from modelgate.terminal import echo, styled, table
 
 EXIT_DIFFERENT = EXIT_VERDICT
 
 
 def _config() -> Any:
-    from modelgate.cli import use_running_services
+    from modelgate.cli.common import use_running_services
     from modelgate.ledger.config import load_ledger_config
 
     use_running_services()

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from modelgate.cli_base import EXIT_VERDICT, GuardedCommand, GuardedGroup
+from modelgate.cli.common import EXIT_VERDICT, GuardedCommand, GuardedGroup
 from modelgate.errors import ModelgateError
 from modelgate.terminal import binary_size, echo, error_line, safe_text, styled, table
 
@@ -28,7 +28,7 @@ def _refused_line(message: str) -> None:
 
 def _config(workers: int | None = None) -> Any:
     """Registry settings from the environment, pointed at the embedded services when they run."""
-    from modelgate.cli import use_running_services
+    from modelgate.cli.common import use_running_services
     from modelgate.registry import RegistryConfig
 
     use_running_services()
