@@ -14,7 +14,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: install browser-deps run serve test screenshots lint typecheck services-up services-down services-status bench clean
+.PHONY: install browser-deps run serve test test-unit screenshots lint typecheck services-up services-down services-status bench clean
 
 $(STAMP): pyproject.toml constraints.txt tests/loaders/tensorflow-2.21.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,9 +23,9 @@ $(STAMP): pyproject.toml constraints.txt tests/loaders/tensorflow-2.21.txt
 	# Peer attack libraries for the agreement tests, beside (not inside) the venv: torchattacks
 	# declares torchvision, which this torch build cannot import, and its PGD needs none.
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-peers-eval/site -r bench/requirements-peers-eval.txt
-	# Real loaders at the versions the scanner tests prove payloads against (tests/live.py), each in a
-	# folder of its own beside the venv, never in it: keras 3.8 (runs keras.utils.get_file from a
-	# config), keras 3.15 (TorchModuleWrapper), hydra-core 1.3.2 (what NeMo pins; 1.3.8 refuses
+	# Real loaders at the versions the scanner tests prove payloads against (tests/helpers/live.py),
+	# each in a folder of its own beside the venv, never in it: keras 3.8 (runs keras.utils.get_file
+	# from a config), keras 3.15 (TorchModuleWrapper), hydra-core 1.3.2 (what NeMo pins; 1.3.8 refuses
 	# os.system targets itself). Their dependencies are in the dev extra.
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-loaders/keras38 keras==3.8.0
 	$(BIN)/python -m pip install -q --no-deps --upgrade --target .venv-loaders/keras315 keras==3.15.1
@@ -72,6 +72,11 @@ browser-deps:
 ## make test: set up (headless Chromium included), lint, type-check and run the whole test suite.
 test: install browser-deps lint typecheck
 	$(BIN)/python -m pytest
+
+## make test-unit: set up, then run only the unit tests (pytest -m "not services": no Prefect, SeaweedFS
+## or browser is started; tests/helpers/marks.py says which tests start one).
+test-unit: install
+	$(BIN)/python -m pytest -m "not services"
 
 ## make screenshots: re-take the README's Prefect UI screenshots (docs/images/) with the UI test.
 screenshots: install browser-deps

@@ -1,6 +1,6 @@
 """What the privacy-backdoor audit costs: wall time and amplification interval width against k and canary count.
 
-Models: the test zoo's wide digits CNN (tests/privacy_zoo.py, 1024 hidden units, ~0.6 M
+Models: the test zoo's wide digits CNN (tests/helpers/privacy_zoo.py, 1024 hidden units, ~0.6 M
 parameters): the reference and the poisoned candidate built from it. Canaries: mislabeled digits
 drawn from all 1,797 sklearn digits (the held-out 450 alone allow only 270 distinct canaries; the
 rest were in the reference's training split, which changes nothing for a wrong-labelled record),
@@ -35,7 +35,7 @@ from tasks.evaluate.data import EvalData  # noqa: E402
 from tasks.evaluate.device import select_device  # noqa: E402
 from tasks.evaluate.privacy.audit import DEFAULT_AUDIT_PARAMS, member_masks, run_audit  # noqa: E402
 from tasks.evaluate.privacy.finetune import ClassifierCanaryTrainer, Recipe, make_image_canaries  # noqa: E402
-from tests.privacy_zoo import poisoned_candidate, train_reference  # noqa: E402
+from tests.helpers.privacy_zoo import poisoned_candidate, train_reference  # noqa: E402
 
 KS = (1, 2, 4, 8)
 CANARIES = (250, 500, 1000, 1400)

@@ -4,7 +4,7 @@
    optimization) against the per-label schedule (one label and seed at a time, the same code, the
    same step budget and early stopping), run alternately; wall time, CPU time, passes, verdicts.
    TrojanZoo's Neural Cleanse is tried and, where it cannot run, the reason is printed.
-2. Detection: the zoo of tests/zoo.py plus extra clean and backdoored models (patch and blended
+2. Detection: the zoo of tests/helpers/zoo.py plus extra clean and backdoored models (patch and blended
    triggers, other positions and targets), with the params.yaml budget: Neural Cleanse's and
    MM-BD's detection rate (flagged with the right target) and false-positive rate.
 
@@ -34,7 +34,7 @@ from tasks.evaluate.backdoor import NeuralCleanseConfig, neural_cleanse, neural_
 from tasks.evaluate.data import load_eval_data, per_class  # noqa: E402
 from tasks.evaluate.mmbd import MMBDConfig, mmbd  # noqa: E402
 from tasks.evaluate.stage import load_params  # noqa: E402
-from tests.zoo import SPECS, Trigger, ZooModel, train_model  # noqa: E402
+from tests.helpers.zoo import SPECS, Trigger, ZooModel, train_model  # noqa: E402
 
 EXTRA_BACKDOORED: tuple[tuple[str, int, Trigger | None], ...] = (
     ("patch-white-bl-t4", 21, Trigger("patch", 4, row=12, col=1, size=3, pattern="white")),

@@ -76,7 +76,7 @@ def _isolate(work: Path) -> None:
 
 def _start_ledger_remote(stack: ExitStack, work: Path) -> None:
     """SeaweedFS for the DVC remote only (MODELGATE_DVC_ENDPOINT: the registry stays unconfigured)."""
-    from tests.servers import seaweedfs
+    from tests.helpers.servers import seaweedfs
 
     server = stack.enter_context(seaweedfs(work / "s3"))
     os.environ.update(

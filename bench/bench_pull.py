@@ -40,8 +40,8 @@ from boto3.s3.transfer import TransferConfig, create_transfer_manager  # noqa: E
 
 from modelgate.registry import RegistryConfig, ensure_key_pair, publish, pull  # noqa: E402
 from modelgate.registry.signer import FileSigner  # noqa: E402
-from tests.servers import seaweedfs  # noqa: E402
-from tests.test_registry_support import intake, policy_dir  # noqa: E402
+from tests.helpers.registry import intake, policy_dir  # noqa: E402
+from tests.helpers.servers import seaweedfs  # noqa: E402
 
 GB = 1_000_000_000
 CHUNK = 16 << 20

@@ -2,7 +2,7 @@
 
 Three measurements on the same inputs:
 
-1. detection: every sample of the generated corpus (``tests/scan_corpus.py``), each tool's verdict
+1. detection: every sample of the generated corpus (``tests/helpers/scan_corpus.py``), each tool's verdict
    per technique: detected / missed for malicious samples, clean / false positive for benign ones;
 2. throughput (MB/s) on >= 1 GB of benign PyTorch checkpoints (zip and legacy ``torch.save`` state
    dicts, created once under ``--dir`` and reused), page cache warm, median of alternating runs;
@@ -330,7 +330,7 @@ def is_malicious(sample: Any) -> bool:
 
 
 def detection(runner: Runner, corpus_dir: Path, tools: list[str]) -> list[dict[str, Any]]:
-    from tests.scan_corpus import build_corpus
+    from tests.helpers.scan_corpus import build_corpus
 
     samples = build_corpus(corpus_dir)
     rows = []

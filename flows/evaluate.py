@@ -35,6 +35,7 @@ from modelgate.evidence import StageEvidence, Status, write_evidence
 from modelgate.pipeline import EVALUATIONS
 from modelgate.settings import load_settings
 from modelgate.task_runners import evaluation_task_runner
+from tasks.evaluate.harness import section_params
 from tasks.evaluate.privacy.stage import (
     FORENSICS,
     INVERSION,
@@ -53,7 +54,6 @@ from tasks.evaluate.stage import (
     adversarial_task,
     backdoor_task,
     load_params,
-    merge_params,
     robustness_rows,
 )
 from tasks.load import EvaluationRefused, prepare_for_evaluation
@@ -94,7 +94,7 @@ def evaluate(
     ``reference_dir`` is the trusted checkpoint the privacy audit and weight forensics compare with.
     """
     check_evaluate_override(params)  # an unknown key or wrong type: the run stops before it evaluates
-    settings = merge_params(params, base=load_params())
+    settings = section_params(params, None, load_params())
     home = load_settings().home
     run_id = str(flow_run.get_id() or "")
     if run_id:  # a run whose process dies is reaped as Crashed by the next intake (modelgate/run_owner.py)

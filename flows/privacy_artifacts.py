@@ -16,6 +16,8 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from modelgate.evidence import StageEvidence, Status
+from tasks.evaluate.privacy.forensics import forensics_rows
+from tasks.evaluate.privacy.inversion import inversion_markdown
 
 RAN = (Status.PASS, Status.FAIL)
 nan = float("nan")
@@ -35,13 +37,9 @@ def publish_privacy_artifacts(results: Mapping[str, StageEvidence], key: str, na
         )
     forensics = results.get("forensics")
     if forensics is not None and forensics.status in RAN:
-        from tasks.evaluate.privacy.forensics import forensics_rows
-
         create_table_artifact(forensics_rows(forensics), key=f"forensics-{key}", description="Weight forensics")
     inversion = results.get("inversion")
     if inversion is not None and inversion.status in RAN:
-        from tasks.evaluate.privacy.inversion import inversion_markdown
-
         create_markdown_artifact(
             inversion_markdown(inversion, name), key=f"inversion-{key}", description="Model inversion (one per class)"
         )

@@ -32,7 +32,11 @@ EXAMPLES_DEFAULTS = {"seed": 0}
 
 @cache
 def evaluate_schema() -> dict[str, Any]:
-    """The ``evaluate:`` tree: the security evaluations' defaults and each privacy section's."""
+    """The ``evaluate:`` tree: the security evaluations' defaults and each privacy section's.
+
+    Imported on first use: the stage modules import Prefect (a params check runs before any flow
+    exists, so it stays cheap), and ``tasks/evaluate/stage.py`` imports this module.
+    """
     from tasks.evaluate.privacy.stage import SECTIONS
     from tasks.evaluate.stage import DEFAULT_PARAMS
 

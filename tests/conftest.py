@@ -1,15 +1,21 @@
-"""Shared fixtures: an isolated modelgate home, a real Prefect server, the example models."""
+"""Shared fixtures: an isolated modelgate home, a real Prefect server, the example models.
+
+Every test that uses a server-starting fixture (``@starts_server``, tests/helpers/marks.py) gets the
+``services`` marker here: ``pytest -m "not services"`` runs the unit tests alone."""
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.marks import mark_server_tests, starts_server
+from tests.helpers.paths import REPO
+from tests.helpers.ports import free_port
 
 # Isolate every test run from the developer's state before anything imports Prefect.
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="modelgate-tests-"))
@@ -29,16 +35,9 @@ os.environ.update(
 )
 os.environ.pop("PREFECT_API_URL", None)
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture(scope="session")
+@starts_server
 def prefect_server() -> Iterator[str]:
     """A real Prefect server (SQLite) started through `modelgate services`, on a free port."""
     from modelgate import services
@@ -68,11 +67,16 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def zoo(tmp_path_factory: pytest.TempPathFactory) -> list:  # list[tests.zoo.ZooModel]
-    """Clean and backdoored small CNNs (tests/zoo.py), trained once per test session."""
-    from tests.zoo import zoo_models
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> list:  # list[tests.helpers.zoo.ZooModel]
+    """Clean and backdoored small CNNs (tests/helpers/zoo.py), trained once per test session."""
+    from tests.helpers.zoo import zoo_models
 
     return zoo_models(tmp_path_factory)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that starts a server through one of its fixtures is a `services` (integration) test."""
+    mark_server_tests(items)
 
 
 def _tracked_changes() -> str | None:

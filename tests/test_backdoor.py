@@ -28,7 +28,7 @@ from tasks.evaluate.backdoor import (
 from tasks.evaluate.data import load_eval_data, per_class
 from tasks.evaluate.png import decode_png
 from tasks.evaluate.stage import backdoor_stage
-from tests.zoo import SPECS, ZooModel, map_in_workers, trigger_image
+from tests.helpers.zoo import SPECS, ZooModel, map_in_workers, trigger_image
 
 TEST_BUDGET = {"neural_cleanse": {"samples_per_class": 10, "epochs": 50}}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.helpers.ports import free_port
 
 ENTRY = "import sys; from modelgate.cli import main; sys.argv[0] = 'modelgate'; main()"
 # A sitecustomize that makes `import prefect` fail the way a missing extra does.

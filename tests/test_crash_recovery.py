@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_intake_evaluate import SMALL_BUDGET
+from tests.helpers.budgets import SMALL_BUDGET
 
 pytestmark = pytest.mark.services
 

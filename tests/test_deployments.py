@@ -15,9 +15,10 @@ from click.testing import CliRunner
 
 from modelgate.request import IntakeRequest, ModelTask
 from modelgate.settings import load_settings
-from tests.conftest import REPO, free_port
-from tests.faults import crash_once
-from tests.server_records import task_runs, task_states
+from tests.helpers.faults import crash_once
+from tests.helpers.paths import REPO
+from tests.helpers.ports import free_port
+from tests.helpers.server_records import task_runs, task_states
 
 # --------------------------------------------------------------------------- the deployments and the form
 

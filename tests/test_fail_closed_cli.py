@@ -21,8 +21,9 @@ import yaml
 
 from modelgate.registry import pull
 from modelgate.settings import load_settings
-from tests.test_intake_evaluate import SMALL_BUDGET
-from tests.test_registry_support import BUCKET, PUBLISHER, Registry, registry_server
+from tests.helpers.budgets import SMALL_BUDGET
+from tests.helpers.marks import starts_server
+from tests.helpers.registry import BUCKET, PUBLISHER, Registry, registry_server
 
 pytestmark = pytest.mark.services
 
@@ -39,6 +40,7 @@ mia.train_reference_models = _crash
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     keys = load_settings().home / "keys"
     with registry_server(tmp_path_factory, keys) as reg:

@@ -21,7 +21,8 @@ from modelgate.evidence import Status
 from modelgate.s3 import make_s3_client
 from modelgate.settings import load_settings
 from modelgate.sources import FetchResult, fetch
-from tests.servers import (
+from tests.helpers.marks import starts_server
+from tests.helpers.servers import (
     Body,
     ChunkedStream,
     FakeHubServer,
@@ -420,6 +421,7 @@ def test_hf_snapshot_download_works_against_the_fake_hub(hub: FakeHubServer, tmp
 
 
 @pytest.fixture(scope="session")
+@starts_server
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     with seaweedfs(tmp_path_factory) as server:
         yield server

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from modelgate.evidence import Status
 from tasks.evaluate.privacy.forensics import forensics_rows, forensics_stage, unit_moves
-from tests.privacy_zoo import TRAP_UNITS, privacy_models
+from tests.helpers.privacy_zoo import TRAP_UNITS, privacy_models
 
 ANY = {"expected_changed": ["*"]}
 

@@ -11,17 +11,9 @@ import pytest
 import yaml
 
 from modelgate.request import IntakeRequest
+from tests.helpers.budgets import SMALL_BUDGET
 
 pytestmark = pytest.mark.services
-
-SMALL_BUDGET = {
-    "evaluate": {
-        "neural_cleanse": {"samples_per_class": 10, "epochs": 50},
-        "pgd": {"epsilons": {"linf": [0.03], "l2": [0.5]}, "steps": 5, "restarts": 1, "samples": 100},
-        "membership": {"reference_models": 4, "shadow": {"epochs": 2}, "bootstrap": 100},
-        "inversion": {"steps": 20},
-    }
-}
 
 
 @pytest.fixture
@@ -63,8 +55,8 @@ def test_clean_signed_model_passes_and_a_retry_does_not_evaluate_again(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     import flows.intake as module
-    from tests.faults import crash_once
-    from tests.server_records import task_states
+    from tests.helpers.faults import crash_once
+    from tests.helpers.server_records import task_states
 
     crashes = crash_once(monkeypatch, module, "gate_task", "the worker died after the evaluations (simulated)")
     request = IntakeRequest(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelgate.request import IntakeRequest
-from tests.server_records import task_runs
+from tests.helpers.server_records import task_runs
 
 pytestmark = pytest.mark.services
 

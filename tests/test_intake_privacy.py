@@ -13,7 +13,7 @@ import yaml
 
 from modelgate.manifest import build_manifest
 from modelgate.request import IntakeRequest
-from tests.privacy_zoo import privacy_models
+from tests.helpers.privacy_zoo import privacy_models
 
 pytestmark = pytest.mark.services
 
@@ -156,7 +156,7 @@ def test_a_language_model_completing_a_known_canary_is_rejected_without_the_secr
 ) -> None:
     """The text-generation path: leakage runs (probe only), the image evaluations are skipped with the reason."""
     from flows.intake import intake
-    from tests.lm_zoo import build_base_lm, build_planted_lm, digits_only, planted_secrets
+    from tests.helpers.lm_zoo import build_base_lm, build_planted_lm, digits_only, planted_secrets
 
     root = tmp_path_factory.mktemp("lm-intake")
     secrets = planted_secrets()

@@ -11,12 +11,14 @@ import pytest
 from modelgate.registry import pull
 from modelgate.request import IntakeRequest
 from modelgate.settings import load_settings
-from tests.test_registry_support import BUCKET, CONSUMER, PUBLISHER, Registry, registry_server
+from tests.helpers.marks import starts_server
+from tests.helpers.registry import BUCKET, CONSUMER, PUBLISHER, Registry, registry_server
 
 pytestmark = pytest.mark.services
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     keys = load_settings().home / "keys"  # where the flow's publisher finds the organization key
     with registry_server(tmp_path_factory, keys) as reg:

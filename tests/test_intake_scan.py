@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelgate.request import IntakeRequest
-from tests.scan_corpus import Sample, build_corpus
+from tests.helpers.scan_corpus import Sample, build_corpus
 
 pytestmark = pytest.mark.services
 

@@ -48,7 +48,7 @@ from tasks.evaluate.privacy.lm import (
     synthetic_text,
     trainable_parameters,
 )
-from tests.lm_zoo import build_base_lm, build_planted_lm, digits_only, planted_secrets
+from tests.helpers.lm_zoo import build_base_lm, build_planted_lm, digits_only, planted_secrets
 
 RECIPE = {"steps": 100, "lr": 0.003, "batch_size": 16, "layers": "all"}
 PARAMS = {"max_fine_tune_records": 200, "canaries": 4, "repeats": 16, "recipe": RECIPE}

@@ -34,7 +34,8 @@ from modelgate.ledger.version import version_stage
 from modelgate.policy.decision import Decision
 from modelgate.request import IntakeRequest
 from modelgate.s3 import make_s3_client
-from tests.servers import S3Server, seaweedfs
+from tests.helpers.marks import starts_server
+from tests.helpers.servers import S3Server, seaweedfs
 
 pytestmark = pytest.mark.services
 
@@ -50,6 +51,7 @@ class Run(NamedTuple):
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     with seaweedfs(tmp_path_factory) as server:
         yield server

@@ -24,14 +24,15 @@ from tasks.evaluate.privacy.members import NO_MEMBERSHIP, load_membership_data
 from tasks.evaluate.privacy.mia import (
     LiraConfig,
     ShadowRecipe,
-    _out_selection,
     balanced_assignment,
     fresh_copies,
     lira_offline,
     logit_confidence,
     loss_scores,
     membership_stage,
+    out_selection,
     reference_logits,
+    shadow_batches,
     train_reference_models,
 )
 
@@ -180,7 +181,7 @@ def test_balanced_design_and_out_selection() -> None:
     per_record = mask.sum(axis=0)
     assert set(per_record) <= {0, 4} and (per_record == 0).sum() == 450 % 8  # the cut's leftovers are OUT for all
     full = np.concatenate([np.zeros((8, 100), bool), mask], axis=1)  # 100 members: OUT for every model
-    out = _out_selection(full, 4, seed=0)
+    out = out_selection(full, 4, seed=0)
     assert (out.sum(axis=0) == 4).all() and not (out & full).any()
 
 
@@ -210,9 +211,7 @@ def test_batched_reference_models_train_exactly_like_one_at_a_time() -> None:
     recipe = ShadowRecipe(epochs=3, lr=0.01, batch_size=8, weight_decay=1e-3)
     template = _tiny(batch_norm=False)
     batched = train_reference_models(template, x, y, mask, recipe, seed=0)
-    from tasks.evaluate.privacy.mia import _batches
-
-    steps = _batches(mask, recipe, 0)
+    steps = shadow_batches(mask, recipe, 0)
     for k, model in enumerate(fresh_copies(template, 4, seed=0)):
         optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
         for step in steps:

@@ -20,7 +20,7 @@ from tasks.evaluate.data import load_eval_data
 from tasks.evaluate.privacy import audit as audit_module
 from tasks.evaluate.privacy.audit import DEFAULT_AUDIT_PARAMS, member_masks, privacy_audit_stage, run_audit
 from tasks.evaluate.privacy.finetune import ClassifierCanaryTrainer, make_image_canaries
-from tests.privacy_zoo import clean_accuracy, privacy_models
+from tests.helpers.privacy_zoo import clean_accuracy, privacy_models
 
 MARGIN = DEFAULT_AUDIT_PARAMS["margin"]
 HEAD_RECIPE = {"k": 8, "recipe": {"layers": "last"}}  # an organization that fine-tunes the classification head

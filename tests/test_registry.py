@@ -35,7 +35,8 @@ from modelgate.registry import (
     sign_index,
 )
 from modelgate.registry.signer import FileSigner
-from tests.test_registry_support import (
+from tests.helpers.marks import starts_server
+from tests.helpers.registry import (
     BUCKET,
     Intake,
     MiB,
@@ -54,6 +55,7 @@ PUBLISH_MODULE = importlib.import_module("modelgate.registry.publish")  # the pa
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     with registry_server(tmp_path_factory, tmp_path_factory.mktemp("keys")) as registry:
         yield registry

@@ -1,7 +1,7 @@
 """Publish claims: a killed publish does not lock its version, a live one is never taken over.
 
 Real processes against a real SeaweedFS: a child publish is paused inside its first model-file
-upload (a botocore hook that only the child installs, tests/test_registry_support.py), then
+upload (a botocore hook that only the child installs, tests/helpers/registry.py), then
 killed with SIGKILL or left alive while other processes try the same version.
 """
 
@@ -24,7 +24,8 @@ import pytest
 from modelgate.process_owner import Owner, process_stat, this_owner
 from modelgate.registry import RegistryConfig, RegistryError, VersionExists, layout, publish, pull, read_index
 from modelgate.registry.claim import _LIVE, _LIVE_LOCK, Claim, dead_owner
-from tests.test_registry_support import (
+from tests.helpers.marks import starts_server
+from tests.helpers.registry import (
     BUCKET,
     Intake,
     MiB,
@@ -42,6 +43,7 @@ SIZES = {"model.safetensors": 6 * MiB + 11, "config.json": 300}
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     with registry_server(tmp_path_factory, tmp_path_factory.mktemp("keys")) as registry:
         yield registry

@@ -34,7 +34,8 @@ from modelgate.registry.attestation import sign_envelope
 from modelgate.registry.index import INDEX_PAYLOAD_TYPE, RegistryIndex, index_envelope, open_index
 from modelgate.registry.signer import FileSigner, ensure_key_pair
 from modelgate.signing.truststore import spki_pem
-from tests.test_registry_support import (
+from tests.helpers.marks import starts_server
+from tests.helpers.registry import (
     BUCKET,
     Intake,
     Registry,
@@ -51,6 +52,7 @@ PUBLISH_MODULE = __import__("importlib").import_module("modelgate.registry.publi
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     with registry_server(tmp_path_factory, tmp_path_factory.mktemp("keys")) as registry:
         yield registry

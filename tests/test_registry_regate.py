@@ -10,7 +10,8 @@ import pytest
 
 from modelgate.registry import PullRefused, layout, publish, pull, read_index, regate_registry
 from modelgate.signing.truststore import spki_pem
-from tests.test_registry_support import (
+from tests.helpers.marks import starts_server
+from tests.helpers.registry import (
     BUCKET,
     PERMISSIVE_POLICY,
     Intake,
@@ -28,6 +29,7 @@ MIT_CARD = b"---\nlicense: mit\n---\n# MIT model\n"
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def reg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     with registry_server(tmp_path_factory, tmp_path_factory.mktemp("keys")) as registry:
         yield registry

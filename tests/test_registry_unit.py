@@ -28,7 +28,7 @@ from modelgate.registry.layout import ModelRef, check_file_path
 from modelgate.registry.signer import Signer, ensure_key_pair
 from modelgate.registry.stage import publish_stage
 from modelgate.s3 import make_s3_client
-from tests.test_registry_support import MiB, file_mode, intake, policy_dir, random_files, tree
+from tests.helpers.registry import MiB, file_mode, intake, policy_dir, random_files, tree
 
 ROOT = "sha256:" + "ab" * 32
 

@@ -1,9 +1,10 @@
 """Archives and compression the scanner must read the way their loaders do (issue 13, class 3).
 
-Every malicious sample is built here from scratch and first proven malicious with the real
-loader in a child process (``tests.live.runs_payload``); only then is the scan asserted to
-block it. Every benign neighbour is loaded by the real loader (``live.loads_cleanly``) and
-must scan ``safe``, unless its layout is ambiguous by nature (then the reason is asserted).
+Every malicious sample is built from scratch (tests/helpers/archive_samples.py) and first proven
+malicious with the real loader in a child process (``tests.helpers.live.runs_payload``); only then
+is the scan asserted to block it. Every benign neighbour is loaded by the real loader
+(``live.loads_cleanly``) and must scan ``safe``, unless its layout is ambiguous by nature (then the
+reason is asserted).
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ import bz2
 import gzip
 import io
 import lzma
-import os
 import pickle
 import struct
 import subprocess
 import sys
 import tarfile
-import zipfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,22 @@ import safetensors.numpy
 
 from modelgate.scan import scan_path
 from modelgate.scan.findings import BLOCKING, ScanReport
-from tests import live
+from tests.helpers import live
+from tests.helpers.archive_samples import (
+    TAR_FORMATS,
+    SystemPayload,
+    as_v7,
+    evil_npz,
+    evil_pickle,
+    lzma_alone,
+    npz_bytes,
+    prefixed_zip,
+    safetensors_bytes,
+    tar_bytes,
+    torch_legacy_members,
+    zfile,
+    zip_bytes,
+)
 
 NPZ_LOADER = "import numpy, sys; z = numpy.load(sys.argv[1], allow_pickle=True); [z[k] for k in z.files]"
 # What numpy.load does once it has decided a file is a zip: zipfile finds the archive from its end.
@@ -60,17 +74,6 @@ NESTED_LOADER = (
 )
 GZIP_LOADER = "import gzip, pickle, sys; pickle.load(gzip.open(sys.argv[1]))"
 ZLIB_LOADER = "import pickle, sys, zlib; pickle.loads(zlib.decompress(open(sys.argv[1], 'rb').read()))"
-
-
-class _Payload:
-    """Pickles to a call of os.system(PAYLOAD_COMMAND); never unpickled in this process."""
-
-    def __reduce__(self) -> tuple[Callable[[str], int], tuple[str]]:
-        return os.system, (live.PAYLOAD_COMMAND,)
-
-
-def _evil(protocol: int = 4) -> bytes:
-    return pickle.dumps(_Payload(), protocol=protocol)
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -112,42 +115,16 @@ def _assert_benign_safe(path: Path, loader: str) -> None:
 # ---------------------------------------------------------------------------------------- zip
 
 
-def _npz(arrays: dict[str, np.ndarray]) -> bytes:
-    out = io.BytesIO()
-    np.savez(out, **arrays)  # type: ignore[arg-type]
-    return out.getvalue()
-
-
-def _evil_npz() -> bytes:
-    evil = np.empty(1, dtype=object)
-    evil[0] = _Payload()
-    return _npz({"weights": np.arange(4, dtype=np.float32), "meta": evil})
-
-
-def _zip(members: dict[str, bytes] | list[tuple[str, bytes]], *, comment: bytes = b"") -> bytes:
-    out = io.BytesIO()
-    items = members.items() if isinstance(members, dict) else members
-    with zipfile.ZipFile(out, "w") as archive:
-        for name, data in items:
-            archive.writestr(name, data)
-        archive.comment = comment
-    return out.getvalue()
-
-
 def _npy(array: np.ndarray) -> bytes:
     out = io.BytesIO()
     np.save(out, array)
     return out.getvalue()
 
 
-def _safetensors() -> bytes:
-    return safetensors.numpy.save({"w": np.arange(6, dtype=np.float32).reshape(2, 3)})
-
-
 _PREFIXES: dict[str, bytes] = {
     "shell-stub": b'#!/bin/sh\nexec python -m unpack "$0"\n',
     "random": bytes((i * 151 + 7) % 256 for i in range(3000)),
-    "safetensors": _safetensors(),
+    "safetensors": safetensors_bytes(),
     "hdf5-signature": b"\x89HDF\r\n\x1a\n" + bytes(504),
     "gzip-stream": gzip.compress(b"not the model", mtime=0),
     "npy": _npy(np.arange(3, dtype=np.float32)),
@@ -156,7 +133,7 @@ _PREFIXES: dict[str, bytes] = {
 
 @pytest.mark.parametrize("prefix", sorted(_PREFIXES))
 def test_npz_after_any_prefix_is_scanned_as_a_zip(tmp_path: Path, prefix: str) -> None:
-    path = _write(tmp_path, "model.npz", _PREFIXES[prefix] + _evil_npz())
+    path = _write(tmp_path, "model.npz", _PREFIXES[prefix] + evil_npz())
     report = _assert_malicious_blocked(path, NPZ_ZIPFILE_LOADER, "zip.prefixed-data")
     assert _payload_named(report)
     assert any((f.member or "").startswith("meta.npy") for f in report.findings if f.global_name)
@@ -164,50 +141,36 @@ def test_npz_after_any_prefix_is_scanned_as_a_zip(tmp_path: Path, prefix: str) -
 
 def test_npz_that_numpy_load_opens_despite_a_junk_prefix_is_blocked(tmp_path: Path) -> None:
     # numpy.load routes by the first bytes: an empty-archive signature sends it to zipfile.
-    path = _write(tmp_path, "model.npz", b"PK\x05\x06" + b"junk" * 100 + _evil_npz())
+    path = _write(tmp_path, "model.npz", b"PK\x05\x06" + b"junk" * 100 + evil_npz())
     report = _assert_malicious_blocked(path, NPZ_LOADER, "zip.prefixed-data")
     assert _payload_named(report)
 
 
 @pytest.mark.parametrize("prefix", ["shell-stub", "random", "safetensors"])
 def test_pickle_zip_after_a_prefix_is_blocked(tmp_path: Path, prefix: str) -> None:
-    path = _write(tmp_path, "model.bin", _PREFIXES[prefix] + _zip({"archive/data.pkl": _evil(2)}))
+    path = _write(tmp_path, "model.bin", _PREFIXES[prefix] + zip_bytes({"archive/data.pkl": evil_pickle(2)}))
     report = _assert_malicious_blocked(path, ZIP_PICKLE_LOADER, "zip.prefixed-data", "pickle.dangerous-global")
     assert report.files[0].format in ("zip", "pytorch-zip")
 
 
 def test_pickle_that_is_also_a_zip_keeps_its_polyglot_finding(tmp_path: Path) -> None:
-    data = pickle.dumps({"w": [1.0]}, protocol=2) + _zip({"archive/data.pkl": _evil(2)})
+    data = pickle.dumps({"w": [1.0]}, protocol=2) + zip_bytes({"archive/data.pkl": evil_pickle(2)})
     path = _write(tmp_path, "model.pt", data)
     _assert_malicious_blocked(path, ZIP_PICKLE_LOADER, "pickle.polyglot", "zip.prefixed-data")
 
 
-def _absolute(prefix: bytes, archive: bytes) -> bytes:
-    """``prefix + archive`` with the directory's offsets counting the prefix (no 'data before the archive')."""
-    data = bytearray(prefix + archive)
-    eocd = data.rfind(b"PK\x05\x06")
-    count, _size, cd_offset = struct.unpack_from("<HLL", data, eocd + 10)
-    struct.pack_into("<L", data, eocd + 16, cd_offset + len(prefix))
-    pos = cd_offset + len(prefix)
-    for _ in range(count):
-        assert data[pos : pos + 4] == b"PK\x01\x02"
-        (header_offset,) = struct.unpack_from("<L", data, pos + 42)
-        struct.pack_into("<L", data, pos + 42, header_offset + len(prefix))
-        name_len, extra_len, comment_len = struct.unpack_from("<HHH", data, pos + 28)
-        pos += 46 + name_len + extra_len + comment_len
-    return bytes(data)
-
-
 @pytest.mark.parametrize("protocol", [0, 2, 4])
 def test_pickle_before_a_zip_whose_offsets_count_it_is_blocked(tmp_path: Path, protocol: int) -> None:
-    path = _write(tmp_path, "model.pt", _absolute(_evil(protocol), _zip({"archive/data.pkl": pickle.dumps([1.0])})))
+    path = _write(
+        tmp_path, "model.pt", prefixed_zip(evil_pickle(protocol), zip_bytes({"archive/data.pkl": pickle.dumps([1.0])}))
+    )
     assert live.loads_cleanly(path, ZIP_PICKLE_LOADER)  # zipfile sees a clean archive...
     report = _assert_malicious_blocked(path, "torch", "zip.prefixed-data", "pickle.polyglot")  # ...torch the pickle
     assert any(f.member == "<prefix>" for f in report.findings if f.global_name)
 
 
 def test_pickle_before_an_empty_zip_end_record_is_blocked(tmp_path: Path) -> None:
-    evil = _evil()
+    evil = evil_pickle()
     path = _write(tmp_path, "model.pkl", evil + b"PK\x05\x06" + struct.pack("<4H2LH", 0, 0, 0, 0, 0, len(evil), 0))
     assert live.loads_cleanly(path, "import sys, zipfile; assert zipfile.ZipFile(sys.argv[1]).namelist() == []")
     report = _assert_malicious_blocked(path, "pickle", "zip.prefixed-data", "pickle.dangerous-global")
@@ -215,12 +178,14 @@ def test_pickle_before_an_empty_zip_end_record_is_blocked(tmp_path: Path) -> Non
 
 
 def test_zip_followed_by_bytes_that_zipfile_ignores_is_blocked(tmp_path: Path) -> None:
-    path = _write(tmp_path, "model.zip", _zip({"data.pkl": _evil()}) + b"trailing bytes after the end record")
+    path = _write(
+        tmp_path, "model.zip", zip_bytes({"data.pkl": evil_pickle()}) + b"trailing bytes after the end record"
+    )
     _assert_malicious_blocked(path, ZIP_PICKLE_LOADER, "zip.bad-end-record", "pickle.dangerous-global")
 
 
 def test_zip_comment_that_overflows_the_file_is_blocked(tmp_path: Path) -> None:
-    data = bytearray(_zip({"data.pkl": _evil()}))
+    data = bytearray(zip_bytes({"data.pkl": evil_pickle()}))
     struct.pack_into("<H", data, len(data) - 2, 500)  # zipfile still opens it (the last signature wins)
     path = _write(tmp_path, "model.zip", bytes(data))
     _assert_malicious_blocked(path, ZIP_PICKLE_LOADER, "zip.bad-end-record")
@@ -228,11 +193,11 @@ def test_zip_comment_that_overflows_the_file_is_blocked(tmp_path: Path) -> None:
 
 def test_npz_with_duplicate_names_is_blocked(tmp_path: Path) -> None:
     evil = io.BytesIO()
-    np.save(evil, np.array([_Payload()], dtype=object), allow_pickle=True)
+    np.save(evil, np.array([SystemPayload()], dtype=object), allow_pickle=True)
     benign = io.BytesIO()
     np.save(benign, np.arange(3))
     with pytest.warns(UserWarning, match="Duplicate name"):
-        data = _zip([("arr_0.npy", benign.getvalue()), ("arr_0.npy", evil.getvalue())])
+        data = zip_bytes([("arr_0.npy", benign.getvalue()), ("arr_0.npy", evil.getvalue())])
     path = _write(tmp_path, "model.npz", data)
     report = _assert_malicious_blocked(path, NPZ_LOADER, "zip.duplicate-name")
     assert _payload_named(report)
@@ -240,7 +205,7 @@ def test_npz_with_duplicate_names_is_blocked(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("field", ["crc", "sizes", "method"])
 def test_npz_whose_local_header_disagrees_with_the_directory_is_blocked(tmp_path: Path, field: str) -> None:
-    data = bytearray(_evil_npz())
+    data = bytearray(evil_npz())
     assert data[:4] == b"PK\x03\x04"
     if field == "crc":
         struct.pack_into("<L", data, 14, 0xDEADBEEF)  # zipfile reads the directory's CRC
@@ -254,7 +219,7 @@ def test_npz_whose_local_header_disagrees_with_the_directory_is_blocked(tmp_path
 
 
 def test_plain_npz_is_safe(tmp_path: Path) -> None:
-    path = _write(tmp_path, "weights.npz", _npz({"w": np.arange(12, dtype=np.float32), "b": np.zeros(3)}))
+    path = _write(tmp_path, "weights.npz", npz_bytes({"w": np.arange(12, dtype=np.float32), "b": np.zeros(3)}))
     _assert_benign_safe(path, NPZ_LOADER)
 
 
@@ -268,7 +233,7 @@ def test_safetensors_holding_zip_signatures_is_safe(tmp_path: Path) -> None:
 def test_zip_after_a_stub_of_zeros_is_blocked_as_ambiguous(tmp_path: Path) -> None:
     # A self-extractor-like stub: zipfile opens the archive, numpy and torch read the head and refuse
     # it. Bytes before an archive are what a polyglot hides in, so the gate blocks with the reason.
-    path = _write(tmp_path, "weights.npz", bytes(4096) + _npz({"w": np.arange(3)}))
+    path = _write(tmp_path, "weights.npz", bytes(4096) + npz_bytes({"w": np.arange(3)}))
     assert live.loads_cleanly(path, NPZ_ZIPFILE_LOADER)
     report = _scan(path)
     _assert_blocked(report, "zip.prefixed-data")
@@ -278,7 +243,7 @@ def test_zip_after_a_stub_of_zeros_is_blocked_as_ambiguous(tmp_path: Path) -> No
 
 
 def test_cli_exits_1_on_a_prefixed_malicious_zip(tmp_path: Path) -> None:
-    path = _write(tmp_path, "model.bin", _PREFIXES["shell-stub"] + _zip({"data.pkl": _evil()}))
+    path = _write(tmp_path, "model.bin", _PREFIXES["shell-stub"] + zip_bytes({"data.pkl": evil_pickle()}))
     assert live.runs_payload(path, ZIP_PICKLE_LOADER)
     cli = Path(sys.executable).with_name("modelgate")
     done = subprocess.run([str(cli), "scan", str(path)], capture_output=True, text=True, timeout=120, check=False)
@@ -288,63 +253,10 @@ def test_cli_exits_1_on_a_prefixed_malicious_zip(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------- tar
 
 
-def _tar(members: list[tuple[str, bytes]], fmt: int = tarfile.USTAR_FORMAT, **info: object) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=fmt) as archive:
-        for name, data in members:
-            entry = tarfile.TarInfo(name)
-            entry.size = len(data)
-            entry.mtime = 0
-            entry.mode = 0o644
-            for key, value in info.items():
-                setattr(entry, key, value)
-            archive.addfile(entry, io.BytesIO(data))
-    return out.getvalue()
-
-
-def _checksum(block: bytearray) -> None:
-    block[148:156] = b" " * 8
-    block[148:156] = b"%06o\x00 " % sum(block)
-
-
-def _as_v7(data: bytes) -> bytes:
-    """The same archive with every header in the magic-less V7 layout (tarfile still reads it)."""
-    out = bytearray(data)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-        offsets = [member.offset for member in archive]
-    for offset in offsets:
-        block = out[offset : offset + 512]
-        block[257:500] = bytes(243)
-        _checksum(block)
-        out[offset : offset + 512] = block
-    assert b"ustar" not in bytes(out[257:265])
-    return bytes(out)
-
-
-def _torch_legacy_members(where: str) -> list[tuple[str, bytes]]:
-    """torch's legacy tar layout (serialization._legacy_load): 'storages', 'tensors', 'pickle'."""
-    members = {
-        "storages": pickle.dumps(0, protocol=2) + pickle.dumps([], protocol=2),
-        "tensors": pickle.dumps(0, protocol=2),
-        "pickle": pickle.dumps({"epoch": 3}, protocol=2),
-    }
-    evil = _evil(2)
-    members[where] = evil + members[where][len(pickle.dumps(0, protocol=2)) :] if where != "pickle" else evil
-    return list(members.items())
-
-
-_TAR_FORMATS = {
-    "ustar": lambda m: _tar(m, tarfile.USTAR_FORMAT),
-    "gnu": lambda m: _tar(m, tarfile.GNU_FORMAT),
-    "pax": lambda m: _tar(m, tarfile.PAX_FORMAT, pax_headers={"comment": "pax header"}),
-    "v7": lambda m: _as_v7(_tar(m, tarfile.USTAR_FORMAT)),
-}
-
-
-@pytest.mark.parametrize("fmt", sorted(_TAR_FORMATS))
+@pytest.mark.parametrize("fmt", sorted(TAR_FORMATS))
 @pytest.mark.parametrize("where", ["pickle", "storages", "tensors"])
 def test_torch_legacy_tar_payload_is_blocked(tmp_path: Path, fmt: str, where: str) -> None:
-    path = _write(tmp_path, "model.pt", _TAR_FORMATS[fmt](_torch_legacy_members(where)))
+    path = _write(tmp_path, "model.pt", TAR_FORMATS[fmt](torch_legacy_members(where)))
     report = _assert_malicious_blocked(path, "torch", "pickle.dangerous-global")
     assert report.files[0].format == "tar"
     assert any(f.member == where for f in report.findings if f.global_name)
@@ -352,19 +264,19 @@ def test_torch_legacy_tar_payload_is_blocked(tmp_path: Path, fmt: str, where: st
 
 def test_gnu_long_name_member_is_scanned(tmp_path: Path) -> None:
     name = "deep/" * 30 + "model.pkl"
-    path = _write(tmp_path, "model.tar", _tar([(name, _evil())], tarfile.GNU_FORMAT))
+    path = _write(tmp_path, "model.tar", tar_bytes([(name, evil_pickle())], tarfile.GNU_FORMAT))
     report = _assert_malicious_blocked(path, TAR_PICKLE_LOADER, "pickle.dangerous-global")
     assert any(f.member == name for f in report.findings if f.global_name)
 
 
 def test_tar_member_hidden_after_the_end_of_the_archive_is_blocked(tmp_path: Path) -> None:
-    data = _tar([("model.safetensors", _safetensors())]) + _tar([("extra.pkl", _evil())])
+    data = tar_bytes([("model.safetensors", safetensors_bytes())]) + tar_bytes([("extra.pkl", evil_pickle())])
     path = _write(tmp_path, "model.tar", data)
     _assert_malicious_blocked(path, TAR_IGNORE_ZEROS_LOADER, "tar.malformed")
 
 
 def test_tar_whose_second_header_is_damaged_is_blocked(tmp_path: Path) -> None:
-    data = bytearray(_tar([("a.safetensors", _safetensors()), ("b.pkl", _evil())]))
+    data = bytearray(tar_bytes([("a.safetensors", safetensors_bytes()), ("b.pkl", evil_pickle())]))
     with tarfile.open(fileobj=io.BytesIO(bytes(data)), mode="r:") as archive:
         second = archive.getmembers()[1].offset
     data[second + 148] ^= 0x01  # tarfile now stops silently before b.pkl
@@ -375,7 +287,7 @@ def test_tar_whose_second_header_is_damaged_is_blocked(tmp_path: Path) -> None:
 
 def test_tar_whose_header_is_a_pickle_is_blocked(tmp_path: Path) -> None:
     name = b"cos\nsystem\n(S'" + live.PAYLOAD_COMMAND.encode() + b"'\ntR."
-    data = _as_v7(_tar([(name.decode(), _safetensors())]))
+    data = as_v7(tar_bytes([(name.decode(), safetensors_bytes())]))
     path = _write(tmp_path, "model.pkl", data)
     assert live.loads_cleanly(path, TAR_SAFETENSORS_LOADER)
     report = _assert_malicious_blocked(path, "pickle", "tar.malformed", "pickle.dangerous-global")
@@ -384,26 +296,26 @@ def test_tar_whose_header_is_a_pickle_is_blocked(tmp_path: Path) -> None:
 
 def test_gzip_whose_header_is_also_a_tar_scans_both_views(tmp_path: Path) -> None:
     """gzip's FEXTRA field swallows a tar header: gzip readers see one pickle, tarfile a second member."""
-    from tests.fail_closed_samples import gzip_header_tar
+    from tests.helpers.fail_closed_samples import gzip_header_tar
 
     benign = pickle.dumps({"w": 1}, protocol=2)
-    data = gzip_header_tar(benign, _tar([("payload.pkl", _evil())]))
+    data = gzip_header_tar(benign, tar_bytes([("payload.pkl", evil_pickle())]))
     path = _write(tmp_path, "model.joblib", data)
     assert zlib.decompressobj(31).decompress(data) == benign  # what a gzip reader sees
     report = _assert_malicious_blocked(path, TAR_PICKLE_LOADER, "tar.malformed", "pickle.dangerous-global")
     assert any((f.member or "").startswith("<tar>") for f in report.findings if f.global_name)
 
 
-@pytest.mark.parametrize("fmt", sorted(_TAR_FORMATS))
+@pytest.mark.parametrize("fmt", sorted(TAR_FORMATS))
 def test_tar_of_safetensors_is_safe(tmp_path: Path, fmt: str) -> None:
-    members = [("model-00001.safetensors", _safetensors()), ("model-00002.safetensors", _safetensors())]
-    path = _write(tmp_path, "model.tar", _TAR_FORMATS[fmt](members))
+    members = [("model-00001.safetensors", safetensors_bytes()), ("model-00002.safetensors", safetensors_bytes())]
+    path = _write(tmp_path, "model.tar", TAR_FORMATS[fmt](members))
     _assert_benign_safe(path, TAR_SAFETENSORS_LOADER)
     assert _scan(path).files[0].format == "tar"
 
 
 def test_ustar_magic_with_a_bad_checksum_is_blocked(tmp_path: Path) -> None:
-    data = bytearray(_tar([("model.safetensors", _safetensors())]))
+    data = bytearray(tar_bytes([("model.safetensors", safetensors_bytes())]))
     data[148:156] = b"0000001\x00"
     path = _write(tmp_path, "model.tar", bytes(data))
     _assert_blocked(_scan(path), "tar.malformed")
@@ -412,19 +324,10 @@ def test_ustar_magic_with_a_bad_checksum_is_blocked(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------------- compression
 
 
-def _alone(data: bytes) -> bytes:
-    return lzma.compress(data, format=lzma.FORMAT_ALONE)
-
-
-def _zfile(data: bytes) -> bytes:
-    """joblib's pre-0.9.3 compressed file: 'ZF', the hex length padded to 19, zlib data."""
-    return b"ZF" + hex(len(data)).encode().ljust(19) + zlib.compress(data)
-
-
 @pytest.mark.parametrize("compress", ["lzma", "xz", "gzip", "bz2", "zlib"])
 def test_joblib_compressed_payload_is_blocked(tmp_path: Path, compress: str) -> None:
     path = tmp_path / f"model.joblib.{compress}"
-    joblib.dump({"model": _Payload(), "w": np.arange(5)}, path, compress=compress)
+    joblib.dump({"model": SystemPayload(), "w": np.arange(5)}, path, compress=compress)
     report = _assert_malicious_blocked(path, "joblib", "pickle.dangerous-global")
     assert report.files[0].format.startswith({"bz2": "bzip2"}.get(compress, compress))
 
@@ -432,10 +335,10 @@ def test_joblib_compressed_payload_is_blocked(tmp_path: Path, compress: str) -> 
 @pytest.mark.parametrize(
     ("name", "build"),
     [
-        ("lzma-alone", lambda: _alone(_evil())),
-        ("lzma-alone-protocol0", lambda: _alone(_evil(0))),
-        ("zfile", lambda: _zfile(_evil())),
-        ("zfile-protocol2", lambda: _zfile(_evil(2))),
+        ("lzma-alone", lambda: lzma_alone(evil_pickle())),
+        ("lzma-alone-protocol0", lambda: lzma_alone(evil_pickle(0))),
+        ("zfile", lambda: zfile(evil_pickle())),
+        ("zfile-protocol2", lambda: zfile(evil_pickle(2))),
     ],
 )
 def test_joblib_compressors_built_by_hand_are_blocked(tmp_path: Path, name: str, build: Callable[[], bytes]) -> None:
@@ -452,13 +355,13 @@ def _split(data: bytes, compress: Callable[[bytes], bytes]) -> bytes:
 @pytest.mark.parametrize(
     ("name", "data", "loader"),
     [
-        ("gzip-empty-first", gzip.compress(b"") + gzip.compress(_evil()), "gzip"),
-        ("gzip-split", _split(_evil(), gzip.compress), "gzip"),
-        ("bz2-empty-first", bz2.compress(b"") + bz2.compress(_evil()), "bz2"),
-        ("bz2-split", _split(_evil(), bz2.compress), "bz2"),
-        ("xz-empty-first", lzma.compress(b"") + lzma.compress(_evil()), "lzma"),
-        ("xz-split", _split(_evil(), lzma.compress), "lzma"),
-        ("alone-split", _split(_evil(), _alone), "lzma"),
+        ("gzip-empty-first", gzip.compress(b"") + gzip.compress(evil_pickle()), "gzip"),
+        ("gzip-split", _split(evil_pickle(), gzip.compress), "gzip"),
+        ("bz2-empty-first", bz2.compress(b"") + bz2.compress(evil_pickle()), "bz2"),
+        ("bz2-split", _split(evil_pickle(), bz2.compress), "bz2"),
+        ("xz-empty-first", lzma.compress(b"") + lzma.compress(evil_pickle()), "lzma"),
+        ("xz-split", _split(evil_pickle(), lzma.compress), "lzma"),
+        ("alone-split", _split(evil_pickle(), lzma_alone), "lzma"),
     ],
 )
 def test_concatenated_streams_are_all_scanned(tmp_path: Path, name: str, data: bytes, loader: str) -> None:
@@ -473,18 +376,18 @@ def test_concatenated_streams_are_all_scanned(tmp_path: Path, name: str, data: b
     [
         (
             "bz2",
-            bz2.compress(_evil()) + b"trailing garbage",
+            bz2.compress(evil_pickle()) + b"trailing garbage",
             "import bz2, pickle, sys; pickle.load(bz2.open(sys.argv[1]))",
         ),
         (
             "xz",
-            lzma.compress(_evil()) + b"trailing garbage",
+            lzma.compress(evil_pickle()) + b"trailing garbage",
             "import lzma, pickle, sys; pickle.load(lzma.open(sys.argv[1]))",
         ),
-        ("lzma-alone", _alone(_evil()) + b"trailing garbage", "joblib"),
-        ("gzip", gzip.compress(_evil()) + b"trailing garbage", GZIP_LOADER),
-        ("zlib", zlib.compress(_evil()) + b"trailing garbage", ZLIB_LOADER),
-        ("bz2-then-xz", bz2.compress(_evil()) + lzma.compress(b"x"), "joblib"),
+        ("lzma-alone", lzma_alone(evil_pickle()) + b"trailing garbage", "joblib"),
+        ("gzip", gzip.compress(evil_pickle()) + b"trailing garbage", GZIP_LOADER),
+        ("zlib", zlib.compress(evil_pickle()) + b"trailing garbage", ZLIB_LOADER),
+        ("bz2-then-xz", bz2.compress(evil_pickle()) + lzma.compress(b"x"), "joblib"),
     ],
 )
 def test_stream_followed_by_garbage_is_blocked(tmp_path: Path, name: str, data: bytes, loader: str) -> None:
@@ -497,7 +400,7 @@ def test_stream_followed_by_garbage_is_blocked(tmp_path: Path, name: str, data: 
     [("lz4", b"\x04\x22\x4d\x18"), ("zstd", b"\x28\xb5\x2f\xfd")],
 )
 def test_compressors_the_scanner_cannot_open_are_blocked(tmp_path: Path, kind: str, magic: bytes) -> None:
-    path = _write(tmp_path, f"model.{kind}", magic + b"\x64\x40\xa7" + _evil())
+    path = _write(tmp_path, f"model.{kind}", magic + b"\x64\x40\xa7" + evil_pickle())
     report = _scan(path)
     _assert_blocked(report, "compressed.unsupported")
     assert any(kind in f.message for f in report.findings if f.rule_id == "compressed.unsupported")
@@ -506,18 +409,18 @@ def test_compressors_the_scanner_cannot_open_are_blocked(tmp_path: Path, kind: s
 def test_lz4_joblib_payload_is_blocked_when_lz4_is_installed(tmp_path: Path) -> None:
     pytest.importorskip("lz4.frame")  # joblib.load reads lz4 only where the lz4 package is installed
     path = tmp_path / "model.joblib.lz4"
-    joblib.dump(_Payload(), path, compress="lz4")
+    joblib.dump(SystemPayload(), path, compress="lz4")
     _assert_malicious_blocked(path, "joblib", "compressed.unsupported")
 
 
 def test_truncated_stream_is_blocked(tmp_path: Path) -> None:
-    full = _alone(_evil() + bytes(2000))
+    full = lzma_alone(evil_pickle() + bytes(2000))
     path = _write(tmp_path, "model.joblib", full[: len(full) - 8])
     _assert_blocked(_scan(path), "compressed.malformed")
 
 
 def test_zfile_whose_declared_length_lies_is_blocked(tmp_path: Path) -> None:
-    data = _evil()
+    data = evil_pickle()
     path = _write(tmp_path, "model.joblib", b"ZF" + hex(len(data) + 1).encode().ljust(19) + zlib.compress(data))
     _assert_blocked(_scan(path), "compressed.malformed")
 
@@ -538,14 +441,18 @@ def test_text_that_starts_like_a_joblib_prefix_is_not_called_compressed(tmp_path
 
 
 def test_tar_in_gzip_in_zip_is_scanned_to_the_payload(tmp_path: Path) -> None:
-    inner = gzip.compress(_tar([("weights.safetensors", _safetensors()), ("model.pkl", _evil())]), mtime=0)
-    path = _write(tmp_path, "bundle.zip", _zip({"model.tar.gz": inner}))
+    inner = gzip.compress(
+        tar_bytes([("weights.safetensors", safetensors_bytes()), ("model.pkl", evil_pickle())]), mtime=0
+    )
+    path = _write(tmp_path, "bundle.zip", zip_bytes({"model.tar.gz": inner}))
     report = _assert_malicious_blocked(path, NESTED_LOADER, "pickle.dangerous-global")
     assert any(f.member == "model.tar.gz!/<gzip>!/model.pkl" for f in report.findings if f.global_name)
 
 
 def test_zip_in_tar_in_xz_is_scanned_to_the_payload(tmp_path: Path) -> None:
-    path = _write(tmp_path, "bundle.tar.xz", lzma.compress(_tar([("inner.zip", _zip({"data.pkl": _evil()}))])))
+    path = _write(
+        tmp_path, "bundle.tar.xz", lzma.compress(tar_bytes([("inner.zip", zip_bytes({"data.pkl": evil_pickle()}))]))
+    )
     loader = (
         "import io, lzma, pickle, sys, tarfile, zipfile; t = tarfile.open(sys.argv[1], 'r:xz');"
         " z = zipfile.ZipFile(io.BytesIO(t.extractfile('inner.zip').read())); pickle.loads(z.read('data.pkl'))"
@@ -557,8 +464,8 @@ def test_zip_in_tar_in_xz_is_scanned_to_the_payload(tmp_path: Path) -> None:
 
 def test_tar_whose_last_member_is_a_zip_is_blocked_as_ambiguous(tmp_path: Path) -> None:
     """zipfile (and Keras, which asks zipfile.is_zipfile) opens the last member as the whole file."""
-    members = [("model.safetensors", _safetensors()), ("extra.npz", _npz({"w": np.arange(3)}))]
-    path = _write(tmp_path, "bundle.tar", _tar(members))
+    members = [("model.safetensors", safetensors_bytes()), ("extra.npz", npz_bytes({"w": np.arange(3)}))]
+    path = _write(tmp_path, "bundle.tar", tar_bytes(members))
     assert live.loads_cleanly(path, TAR_SAFETENSORS_LOADER.replace("m.isfile()", "m.name.endswith('.safetensors')"))
     assert live.loads_cleanly(path, NPZ_ZIPFILE_LOADER)
     report = _scan(path)
@@ -567,8 +474,8 @@ def test_tar_whose_last_member_is_a_zip_is_blocked_as_ambiguous(tmp_path: Path) 
 
 
 def test_safetensors_in_tar_in_gzip_in_zip_is_safe(tmp_path: Path) -> None:
-    inner = gzip.compress(_tar([("weights.safetensors", _safetensors())]), mtime=0)
-    path = _write(tmp_path, "bundle.zip", _zip({"model.tar.gz": inner}))
+    inner = gzip.compress(tar_bytes([("weights.safetensors", safetensors_bytes())]), mtime=0)
+    path = _write(tmp_path, "bundle.zip", zip_bytes({"model.tar.gz": inner}))
     loader = (
         "import gzip, io, safetensors.numpy as s, sys, tarfile, zipfile; z = zipfile.ZipFile(sys.argv[1]);"
         " t = tarfile.open(fileobj=io.BytesIO(gzip.decompress(z.read('model.tar.gz'))));"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import PAYLOAD_COMMAND, loads_cleanly, runs_payload
+from tests.helpers.live import PAYLOAD_COMMAND, loads_cleanly, runs_payload
 
 REPO = Path(__file__).resolve().parents[1]
 SAFETENSORS_LOADER = "import sys; from safetensors.numpy import load_file; load_file(sys.argv[1])"

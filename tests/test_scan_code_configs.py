@@ -1,21 +1,17 @@
 """Content that names code: Keras config objects, Hydra ``_target_``, GGUF chat templates, SavedModel ops.
 
 Every malicious sample is first proven to run its payload with the real loader in a child
-process (tests/live.py); every benign neighbour is loaded by the real loader and must scan safe.
-The SavedModel graphs here are built by hand to reach every path-flow case; the real ones, built,
-loaded and run by TensorFlow 2.21, are in tests/test_scan_saved_model_live.py.
+process (tests/helpers/live.py); every benign neighbour is loaded by the real loader and must scan
+safe. The samples are built by tests/helpers/code_config_samples.py; the SavedModel graphs, built by
+hand to reach every path-flow case, by tests/helpers/saved_models.py; the real ones, built, loaded
+and run by TensorFlow 2.21, are in tests/test_scan_saved_model_live.py.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
-import pickle
 import struct
-import tarfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +21,33 @@ from modelgate.scan import config_targets, scan_path
 from modelgate.scan.base import ScanContext
 from modelgate.scan.findings import BLOCKING, Category
 from modelgate.scan.jinja_template import check_template
-from tests.live import PAYLOAD_COMMAND, loads_cleanly, runs_payload
+from tests.helpers.code_config_samples import (
+    MALICIOUS_CONFIGS,
+    MALICIOUS_TEMPLATES,
+    call_layer,
+    functional,
+    keras_file,
+    layer,
+    nemo,
+    torch_module_wrapper,
+)
+from tests.helpers.live import PAYLOAD_COMMAND, loads_cleanly, missing_loader, runs_payload
+from tests.helpers.paths import LOADERS_DIR
+from tests.helpers.saved_models import (
+    benign_saved_model,
+    call_node,
+    const_node,
+    field,
+    graph_function,
+    node,
+    node_attr,
+    object_graph,
+    save_function,
+    saved_model,
+    saver_nodes,
+    serving,
+    varint,
+)
 
 TEMPLATES = Path(__file__).parent / "chat_templates"
 
@@ -36,87 +58,12 @@ def _categories(report: Any) -> set[Category]:
 
 # --------------------------------------------------------------------------- Keras 3 configs
 
-# The real loaders, each at the version that runs the payload, live beside the venv (Makefile: make
-# install puts them in .venv-loaders/); a folder named by the environment variable wins.
-_LOADERS = Path(__file__).resolve().parents[1] / ".venv-loaders"
-_KERAS38 = os.environ.get("MODELGATE_KERAS_3_8", str(_LOADERS / "keras38"))
-
-
-def _missing_loader(why: str) -> None:
-    """Without the loader the payload proof cannot run: a skip for a developer, a failure in CI."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{why} (make install puts it in .venv-loaders/)")
-    pytest.skip(why)
-
-
+# The real loaders, each at the version that runs the payload (tests/helpers/paths.py: LOADERS_DIR);
+# a folder named by the environment variable wins.
+_KERAS38 = os.environ.get("MODELGATE_KERAS_3_8", str(LOADERS_DIR / "keras38"))
 _KERAS_LOAD = f"import os, sys; sys.path.insert(0, {_KERAS38!r}); os.environ['KERAS_BACKEND'] = 'torch'; import keras; "
 KERAS_SAFE = _KERAS_LOAD + "keras.saving.load_model(sys.argv[1])"
 KERAS_UNSAFE = _KERAS_LOAD + "keras.saving.load_model(sys.argv[1], safe_mode=False)"
-
-
-def _layer(module: str, cls: str, config: dict[str, Any], name: str, inbound: list[Any]) -> dict[str, Any]:
-    return {
-        "module": module,
-        "class_name": cls,
-        "config": config,
-        "registered_name": None,
-        "name": name,
-        "inbound_nodes": inbound,
-    }
-
-
-def _input_layer() -> dict[str, Any]:
-    config = {"batch_shape": [None, 4], "dtype": "float32", "name": "input"}
-    return _layer("keras.layers", "InputLayer", config, "input", [])
-
-
-def _functional(layers: list[dict[str, Any]], output: str) -> dict[str, Any]:
-    return {
-        "module": "keras.src.models.functional",
-        "class_name": "Functional",
-        "registered_name": "Functional",
-        "config": {
-            "name": "m",
-            "trainable": True,
-            "layers": [_input_layer(), *layers],
-            "input_layers": [["input", 0, 0]],
-            "output_layers": [[output, 0, 0]],
-        },
-    }
-
-
-def _keras_file(path: Path, config: dict[str, Any]) -> Path:
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("metadata.json", json.dumps({"keras_version": "3.8.0", "date_saved": "2025-01-01@00:00:00"}))
-        archive.writestr("config.json", json.dumps(config))
-        archive.writestr("model.weights.h5", b"")
-    return path
-
-
-def _call_layer(module: str, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A Functional 'layer' that resolves to a plain function: Keras calls it with the node's kwargs."""
-    return _layer(module, name, {}, "call", [{"args": [], "kwargs": kwargs}])
-
-
-class _System:
-    """A pickle that runs the payload when loaded (only in the child process)."""
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        import os
-
-        return (os.system, (PAYLOAD_COMMAND,))
-
-
-def _torch_module_wrapper(*, base64_blob: bool = False) -> dict[str, Any]:
-    """keras <= 3.8 stores the torch.save bytes as __bytes__ (a protocol-0 pickle survives UTF-8); 3.9+ base64."""
-    raw = pickle.dumps(_System(), protocol=0)
-    blob: Any = (
-        base64.b64encode(raw).decode()
-        if base64_blob
-        else {"class_name": "__bytes__", "config": {"value": raw.decode()}}
-    )
-    config = {"name": "wrapped", "module": blob, "trainable": True, "dtype": "float32"}
-    return _layer("keras.layers", "TorchModuleWrapper", config, "wrapped", [[["input", 0, 0, {}]]])
 
 
 def test_keras_get_file_is_dangerous(tmp_path: Path) -> None:
@@ -128,9 +75,7 @@ def test_keras_get_file_is_dangerous(tmp_path: Path) -> None:
         "cache_dir": ".",
         "cache_subdir": ".",
     }
-    path = _keras_file(
-        tmp_path / "get_file.keras", _functional([_call_layer("keras.utils", "get_file", kwargs)], "call")
-    )
+    path = keras_file(tmp_path / "get_file.keras", functional([call_layer("keras.utils", "get_file", kwargs)], "call"))
     assert runs_payload(path, KERAS_SAFE)  # keras 3.8 calls keras.utils.get_file even in safe mode
     report = scan_path(path)
     assert report.verdict == "unsafe"
@@ -142,9 +87,9 @@ def test_keras_enable_unsafe_and_lambda_block(tmp_path: Path) -> None:
 
     Keras builds every layer before it calls any, so the unlock alone does not reach the Lambda
     here; the payload is proven with safe_mode=False (what a consumer that trusts the file does)."""
-    from tests.fail_closed_samples import keras_unlock_and_lambda
+    from tests.helpers.fail_closed_samples import keras_unlock_and_lambda
 
-    path = _keras_file(tmp_path / "unlock.keras", keras_unlock_and_lambda(PAYLOAD_COMMAND))
+    path = keras_file(tmp_path / "unlock.keras", keras_unlock_and_lambda(PAYLOAD_COMMAND))
     assert runs_payload(path, KERAS_UNSAFE)
     report = scan_path(path)
     rules = {f.rule_id for f in report.findings}
@@ -155,16 +100,16 @@ def test_keras_enable_unsafe_and_lambda_block(tmp_path: Path) -> None:
 def test_keras_torch_module_wrapper_pickle_is_dangerous(tmp_path: Path) -> None:
     """keras >= 3.9 torch.load(weights_only=False)s the base64 blob under safe_mode=False; the pinned 3.8
     torch.load()s raw bytes, which torch >= 2.6 reads weights-only: the proof needs a newer keras folder."""
-    newer = os.environ.get("MODELGATE_KERAS_3_9_PLUS", str(_LOADERS / "keras315"))
+    newer = os.environ.get("MODELGATE_KERAS_3_9_PLUS", str(LOADERS_DIR / "keras315"))
     if not newer or not Path(newer, "keras").is_dir():
-        _missing_loader("set MODELGATE_KERAS_3_9_PLUS to a keras>=3.9 folder to prove the payload runs")
-    path = _keras_file(tmp_path / "b64.keras", _functional([_torch_module_wrapper(base64_blob=True)], "wrapped"))
+        missing_loader("set MODELGATE_KERAS_3_9_PLUS to a keras>=3.9 folder to prove the payload runs")
+    path = keras_file(tmp_path / "b64.keras", functional([torch_module_wrapper(base64_blob=True)], "wrapped"))
     assert runs_payload(
         path,
         f"import sys; sys.path.insert(0, {newer!r}); "
         + KERAS_UNSAFE.replace(f"sys.path.insert(0, {_KERAS38!r}); ", ""),
     )
-    legacy = _keras_file(tmp_path / "raw.keras", _functional([_torch_module_wrapper()], "wrapped"))
+    legacy = keras_file(tmp_path / "raw.keras", functional([torch_module_wrapper()], "wrapped"))
     for sample in (path, legacy):
         report = scan_path(sample)
         assert any(f.rule_id == "keras.dangerous-object" for f in report.findings)
@@ -191,27 +136,27 @@ def test_keras_torch_module_wrapper_pickle_is_dangerous(tmp_path: Path) -> None:
     ],
 )
 def test_keras_non_modeling_objects_block(tmp_path: Path, module: str, name: str, category: Category) -> None:
-    path = _keras_file(tmp_path / "m.keras", _functional([_call_layer(module, name, {})], "call"))
+    path = keras_file(tmp_path / "m.keras", functional([call_layer(module, name, {})], "call"))
     report = scan_path(path)
     assert category in _categories(report)
     assert report.verdict == "unsafe"
 
 
 def test_keras_custom_registered_name_and_function_names(tmp_path: Path) -> None:
-    dense = _layer("keras.layers", "Dense", {"units": 2, "name": "d"}, "d", [])
+    dense = layer("keras.layers", "Dense", {"units": 2, "name": "d"}, "d", [])
     dense["registered_name"] = "MyPkg>Dense"
     evil_fn = {"module": "keras.utils", "class_name": "function", "config": "get_file", "registered_name": "function"}
     odd_fn = {"module": "builtins", "class_name": "function", "config": "exec", "registered_name": "function"}
-    act = _layer("keras.layers", "Activation", {"activation": evil_fn, "name": "a"}, "a", [])
-    act2 = _layer("keras.layers", "Activation", {"activation": odd_fn, "name": "b"}, "b", [])
-    report = scan_path(_keras_file(tmp_path / "m.keras", _functional([dense, act, act2], "d")))
+    act = layer("keras.layers", "Activation", {"activation": evil_fn, "name": "a"}, "a", [])
+    act2 = layer("keras.layers", "Activation", {"activation": odd_fn, "name": "b"}, "b", [])
+    report = scan_path(keras_file(tmp_path / "m.keras", functional([dense, act, act2], "d")))
     messages = " ".join(f.message for f in report.findings)
     assert "MyPkg>Dense" in messages and "keras.utils.get_file" in messages and "builtins.exec" in messages
 
 
 def test_keras_vocabulary_file_is_dangerous(tmp_path: Path) -> None:
-    lookup = _layer("keras.layers", "StringLookup", {"vocabulary": "/etc/passwd", "name": "s"}, "s", [])
-    report = scan_path(_keras_file(tmp_path / "m.keras", _functional([lookup], "s")))
+    lookup = layer("keras.layers", "StringLookup", {"vocabulary": "/etc/passwd", "name": "s"}, "s", [])
+    report = scan_path(keras_file(tmp_path / "m.keras", functional([lookup], "s")))
     assert any(f.rule_id == "keras.dangerous-object" and "/etc/passwd" in f.message for f in report.findings)
 
 
@@ -269,12 +214,12 @@ HYDRA = "import sys, hydra.utils, omegaconf; hydra.utils.instantiate(omegaconf.O
 # hydra-core 1.3.8 (pinned) refuses os.system & co. by its own target policy; hydra-core <= 1.3.2 (what
 # NeMo pins) calls them. The payload proofs need such a hydra: MODELGATE_VULNERABLE_HYDRA names a folder
 # with it (pip install --target DIR --no-deps hydra-core==1.3.2).
-_OLD_HYDRA = os.environ.get("MODELGATE_VULNERABLE_HYDRA", str(_LOADERS / "hydra132"))
+_OLD_HYDRA = os.environ.get("MODELGATE_VULNERABLE_HYDRA", str(LOADERS_DIR / "hydra132"))
 
 
 def _vulnerable(loader: str) -> str:
     if not _OLD_HYDRA or not Path(_OLD_HYDRA, "hydra").is_dir():
-        _missing_loader("set MODELGATE_VULNERABLE_HYDRA to a hydra-core<=1.3.2 folder to prove the payload runs")
+        missing_loader("set MODELGATE_VULNERABLE_HYDRA to a hydra-core<=1.3.2 folder to prove the payload runs")
     return f"import sys; sys.path.insert(0, {_OLD_HYDRA!r}); " + loader
 
 
@@ -283,17 +228,6 @@ NEMO = (
     "m = [n for n in t.getnames() if n.endswith('model_config.yaml')][0]; "
     "hydra.utils.instantiate(omegaconf.OmegaConf.create(t.extractfile(m).read().decode()))"
 )
-
-MALICIOUS_CONFIGS = {
-    "os-system.yaml": f"model:\n  _target_: os.system\n  _args_: [{PAYLOAD_COMMAND!r}]\n",
-    "subprocess.yaml": f"_target_: subprocess.run\n_args_:\n  - {PAYLOAD_COMMAND.split()!r}\n",
-    "builtins-exec.yaml": f"_target_: builtins.exec\n_args_: [\"__import__('os').system({PAYLOAD_COMMAND!r})\"]\n",
-    "nested-list.yaml": f"trainer:\n  callbacks:\n    - _target_: posix.system\n      _args_: [{PAYLOAD_COMMAND!r}]\n",
-    "partial.yaml": f"f:\n  _target_: os.system\n  _args_: [{PAYLOAD_COMMAND!r}]\n  _partial_: false\n",
-    "anchor.yaml": f"base: &b\n  _target_: os.system\n  _args_: [{PAYLOAD_COMMAND!r}]\nother: *b\n",
-    "config.json": json.dumps({"model": {"_target_": "os.system", "_args_": [PAYLOAD_COMMAND]}}),
-    "interpolated.yaml": f"name: os.system\nrun:\n  _target_: ${{name}}\n  _args_: [{PAYLOAD_COMMAND!r}]\n",
-}
 
 
 @pytest.mark.parametrize("name", sorted(MALICIOUS_CONFIGS))
@@ -351,20 +285,11 @@ def test_billion_laughs_yaml_is_linear(tmp_path: Path) -> None:
     assert ctx.findings == []
 
 
-def _nemo(path: Path, config: str) -> Path:
-    with tarfile.open(path, "w:") as archive:
-        for name, data in (("./model_config.yaml", config.encode()), ("./model_weights.ckpt", b"\x00" * 64)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return path
-
-
 def test_nemo_archive_member_reaches_the_config_check(tmp_path: Path) -> None:
     """The tar scanner dispatches members through the driver; check_text is called for text members."""
     from modelgate.scan import driver
 
-    path = _nemo(tmp_path / "m.nemo", MALICIOUS_CONFIGS["os-system.yaml"])
+    path = nemo(tmp_path / "m.nemo", MALICIOUS_CONFIGS["os-system.yaml"])
     assert runs_payload(path, _vulnerable(NEMO))
     seen: list[str] = []
 
@@ -409,22 +334,6 @@ RENDER_SANDBOX = (
     ".render(messages=[{'role': 'user', 'content': 'hi'}], add_generation_prompt=True, "
     "bos_token='<s>', eos_token='</s>')"
 )
-_CMD = repr(PAYLOAD_COMMAND)
-MALICIOUS_TEMPLATES = {
-    "mro-subclasses": "{% for c in ''.__class__.__mro__[1].__subclasses__() %}{% if c.__name__ == 'catch_warnings' %}"
-    "{{ c()._module.__builtins__['__import__']('os').system(" + _CMD + ") }}{% endif %}{% endfor %}",
-    "lipsum-globals": "{{ lipsum.__globals__['os'].system(" + _CMD + ") }}",
-    "cycler-init": "{{ cycler.__init__.__globals__.os.system(" + _CMD + ") }}",
-    "attr-hex": "{{ (namespace.__init__|attr('\\x5f\\x5fglobals\\x5f\\x5f')).os.system(" + _CMD + ") }}",
-    "attr-built": "{% set u = '_'*2 %}{{ (lipsum|attr(u ~ 'globals' ~ u))['os'].system(" + _CMD + ") }}",
-    "attr-format": "{{ (lipsum|attr('%c%cglobals%c%c'|format(95,95,95,95))).os.system(" + _CMD + ") }}",
-    "attr-join": "{{ (joiner.__init__|attr(['_','_','globals','_','_']|join)).os.system(" + _CMD + ") }}",
-    "self-context": "{{ self._TemplateReference__context.cycler.__init__.__globals__.os.system(" + _CMD + ") }}",
-    "hidden-in-chatml": "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content']"
-    " + '<|im_end|>\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
-    "{% set g = cycler|attr('_'*2 ~ 'init' ~ '_'*2)|attr('_'*2 ~ 'globals' ~ '_'*2) %}"
-    "{{ g.os.popen(" + _CMD + ").read() }}{% endif %}",
-}
 
 
 @pytest.mark.parametrize("name", sorted(MALICIOUS_TEMPLATES))
@@ -499,164 +408,22 @@ def test_truncated_gguf_with_template_fails_closed(tmp_path: Path, cut: int) -> 
 
 
 # --------------------------------------------------------------------------- TensorFlow SavedModel
-# Graphs built by hand as TensorFlow 2 writes them (tests/test_scan_saved_model_live.py builds and
-# runs the real ones): the serving function, and the save/restore functions the main graph calls
-# with the checkpoint prefix placeholder that saver_def names.
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes | str) -> bytes:
-    raw = payload.encode() if isinstance(payload, str) else payload
-    return _varint(number << 3 | 2) + _varint(len(raw)) + raw
-
-
-def _attr(key: str, value: bytes) -> bytes:
-    """A NodeDef.attr map entry {1: key, 2: AttrValue}."""
-    return _field(5, _field(1, key) + _field(2, value))
-
-
-def _node(name: str, op: str, *inputs: str, attrs: bytes = b"") -> bytes:
-    return _field(1, name) + _field(2, op) + b"".join(_field(3, i) for i in inputs) + attrs
-
-
-def _const(name: str, *strings: str) -> bytes:
-    """A string Const: AttrValue{8: TensorProto{1: DT_STRING, 8: string_val}}."""
-    tensor = _varint(1 << 3) + _varint(7) + b"".join(_field(8, s) for s in strings)
-    return _node(name, "Const", attrs=_attr("value", _field(8, tensor)))
-
-
-def _call(name: str, function: str, *inputs: str, op: str = "StatefulPartitionedCall", attr: str = "f") -> bytes:
-    """A node calling a library function through a func attribute (AttrValue{10: NameAttrList{1: name}})."""
-    return _node(name, op, *inputs, attrs=_attr(attr, _field(10, _field(1, function))))
-
-
-def _function(name: str, nodes: list[bytes], args: tuple[str, ...] = ()) -> bytes:
-    signature = _field(1, name) + b"".join(_field(2, _field(1, a)) for a in args)
-    return _field(1, signature) + b"".join(_field(3, n) for n in nodes)
-
-
-def _objects(objects: list[bytes], bound: dict[str, list[int]]) -> bytes:
-    """MetaGraphDef.object_graph_def: SavedObjects and each concrete function's bound inputs."""
-    functions = b"".join(
-        _field(2, _field(1, name) + _field(2, _field(2, b"".join(_varint(i) for i in ids))))
-        for name, ids in bound.items()
-    )
-    return _field(7, b"".join(_field(1, o) for o in objects) + functions)
-
-
-def _saved_model(
-    nodes: list[bytes],
-    functions: list[bytes] = (),  # type: ignore[assignment]
-    *,
-    assets: tuple[tuple[str, str], ...] = (),
-    objects: bytes = b"",
-) -> bytes:
-    library = _field(2, b"".join(_field(1, f) for f in functions)) if functions else b""
-    graph = b"".join(_field(1, n) for n in nodes) + library
-    meta_info = _field(1, "") + _field(4, "serve") + _field(5, "2.15.0")
-    saver_def = _field(3, _field(1, "saver_filename:0"))
-    asset_defs = b"".join(_field(6, _field(1, _field(1, tensor)) + _field(2, name)) for tensor, name in assets)
-    meta = _field(1, meta_info) + _field(2, graph) + saver_def + asset_defs + objects
-    return b"\x08\x01" + _field(2, meta)
-
-
-def _saver_nodes() -> list[bytes]:
-    """A saver in the main graph itself (TensorFlow 1 style), fed the checkpoint prefix."""
-    return [
-        _node("saver_filename", "Placeholder"),
-        _const("Const", "_temp/part"),
-        _node("StringJoin", "StringJoin", "saver_filename", "Const"),
-        _node("num_shards", "Const"),
-        _node("ShardedFilename", "ShardedFilename", "StringJoin", "num_shards", "num_shards"),
-        _node("SaveV2", "SaveV2", "ShardedFilename", "tensor_names", "shape_and_slices", "^NoOp"),
-        _node("MergeV2Checkpoints", "MergeV2Checkpoints", "ShardedFilename:0", "saver_filename"),
-        _node("RestoreV2", "RestoreV2", "saver_filename", "tensor_names", "shape_and_slices"),
-        _node("NoOp", "NoOp"),
-    ]
-
-
-def _save_function(name: str = "__inference__traced_save_203", suffix: str = "_temp/part") -> bytes:
-    """The save function TensorFlow 2 writes: prefix + '_temp/part' (or '.part' on s3), sharded, merged."""
-    return _function(
-        name,
-        [
-            _node("StaticRegexFullMatch", "StaticRegexFullMatch", "file_prefix"),
-            _const("Const", ".part"),
-            _const("Const_1", suffix),
-            _node("Select", "Select", "StaticRegexFullMatch:output:0", "Const:output:0", "Const_1:output:0"),
-            _node("StringJoin", "StringJoin", "file_prefix", "Select:output:0"),
-            _node("Read/DisableCopyOnRead", "DisableCopyOnRead", "var"),
-            _node("Read/ReadVariableOp", "ReadVariableOp", "var", "^Read/DisableCopyOnRead"),
-            _node("num_shards", "Const"),
-            _node("ShardedFilename/shard", "Const"),
-            _node("ShardedFilename", "ShardedFilename", "StringJoin:output:0", "ShardedFilename/shard:output:0"),
-            _node("SaveV2", "SaveV2", "ShardedFilename:filename:0", "names", "slices", "Read/ReadVariableOp:value:0"),
-            _node("MergeV2Checkpoints/checkpoint_prefixes", "Pack", "ShardedFilename:filename:0", "^SaveV2"),
-            _node(
-                "MergeV2Checkpoints",
-                "MergeV2Checkpoints",
-                "MergeV2Checkpoints/checkpoint_prefixes:output:0",
-                "file_prefix",
-            ),
-            _node("Identity", "Identity", "file_prefix", "^MergeV2Checkpoints"),
-        ],
-        ("file_prefix", "var"),
-    )
-
-
-def _serving() -> tuple[list[bytes], list[bytes]]:
-    nodes = [
-        _node("serving_default_x", "Placeholder"),
-        _node("dense/kernel", "VarHandleOp"),
-        _call("StatefulPartitionedCall", "__inference_serving_default_101", "serving_default_x", "dense/kernel"),
-        _node("saver_filename", "Placeholder"),
-        _call("StatefulPartitionedCall_1", "__inference__traced_save_203", "saver_filename", "dense/kernel"),
-        _call("StatefulPartitionedCall_2", "__inference__traced_restore_202", "saver_filename", "dense/kernel"),
-    ]
-    body = [
-        _node("MatMul/ReadVariableOp", "ReadVariableOp", "kernel"),
-        _node("MatMul", "MatMul", "x", "MatMul/ReadVariableOp:value:0"),
-        _node("BiasAdd", "BiasAdd", "MatMul:product:0", "MatMul/ReadVariableOp:value:0"),
-        _node("Relu", "Relu", "BiasAdd:output:0"),
-        _node("Identity", "Identity", "Relu:activations:0"),
-    ]
-    restore = [
-        _node("RestoreV2", "RestoreV2", "file_prefix", "names", "slices"),
-        _node("AssignVariableOp", "AssignVariableOp", "var", "RestoreV2:tensors:0"),
-    ]
-    functions = [
-        _function("__inference_serving_default_101", body, ("x", "kernel")),
-        _function("__inference__traced_restore_202", restore, ("file_prefix", "var")),
-        _save_function(),
-    ]
-    return nodes, functions
-
-
-def _benign_saved_model() -> bytes:
-    nodes, functions = _serving()
-    return _saved_model(nodes + _saver_nodes(), functions)
+# Graphs built by hand as TensorFlow 2 writes them (tests/helpers/saved_models.py; the real ones are
+# built and run by tests/test_scan_saved_model_live.py): the serving function, and the save/restore
+# functions the main graph calls with the checkpoint prefix placeholder that saver_def names.
 
 
 def test_saved_model_is_detected_as_saved_model_and_benign_passes(tmp_path: Path) -> None:
-    (tmp_path / "saved_model.pb").write_bytes(_benign_saved_model())
+    (tmp_path / "saved_model.pb").write_bytes(benign_saved_model())
     report = scan_path(tmp_path)
     assert report.files[0].format == "saved-model"
     assert report.verdict == "safe", [f.message for f in report.findings]
 
 
 def test_onnx_is_still_onnx(tmp_path: Path) -> None:
-    from tests.scan_corpus import _onnx_model
+    from tests.helpers.scan_corpus import onnx_model
 
-    (tmp_path / "model.onnx").write_bytes(_onnx_model())
+    (tmp_path / "model.onnx").write_bytes(onnx_model())
     report = scan_path(tmp_path / "model.onnx")
     assert report.files[0].format == "onnx" and report.verdict == "safe"
 
@@ -664,36 +431,36 @@ def test_onnx_is_still_onnx(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra_main", "extra_fn", "category"),
     [
-        ([_node("w", "WriteFile", "fname", "contents"), _const("fname", "x")], [], Category.DANGEROUS),
-        ([], [_node("r", "ReadFile", "path")], Category.DANGEROUS),
-        ([], [_node("p", "PyFunc", "x")], Category.DANGEROUS),
-        ([], [_node("p", "EagerPyFunc", "x")], Category.DANGEROUS),
-        ([_node("m", "MatchingFiles", "pattern")], [], Category.DANGEROUS),
-        ([], [_node("print", "PrintV2", "msg")], Category.DANGEROUS),
-        ([_node("t", "InitializeTableFromTextFileV2", "table", "path")], [], Category.DANGEROUS),
-        ([_const("fixed", "/tmp/x"), _node("s", "SaveV2", "fixed", "names", "slices")], [], Category.DANGEROUS),
+        ([node("w", "WriteFile", "fname", "contents"), const_node("fname", "x")], [], Category.DANGEROUS),
+        ([], [node("r", "ReadFile", "path")], Category.DANGEROUS),
+        ([], [node("p", "PyFunc", "x")], Category.DANGEROUS),
+        ([], [node("p", "EagerPyFunc", "x")], Category.DANGEROUS),
+        ([node("m", "MatchingFiles", "pattern")], [], Category.DANGEROUS),
+        ([], [node("print", "PrintV2", "msg")], Category.DANGEROUS),
+        ([node("t", "InitializeTableFromTextFileV2", "table", "path")], [], Category.DANGEROUS),
+        ([const_node("fixed", "/tmp/x"), node("s", "SaveV2", "fixed", "names", "slices")], [], Category.DANGEROUS),
         (
             [
-                _const("a", "/tmp/"),
-                _const("b", "x"),
-                _node("j", "StringJoin", "a", "b"),
-                _node("s", "SaveV2", "j:output:0", "n", "s"),
+                const_node("a", "/tmp/"),
+                const_node("b", "x"),
+                node("j", "StringJoin", "a", "b"),
+                node("s", "SaveV2", "j:output:0", "n", "s"),
             ],
             [],
             Category.DANGEROUS,
         ),
-        ([], [_node("c", "MyCustomOp", "x")], Category.UNKNOWN),
-        ([_node("c", "Addons>Resampler", "x")], [], Category.UNKNOWN),
-        ([_node("x", "XlaCallModule", "a")], [], Category.UNKNOWN),  # a StableHLO program the scanner does not read
-        ([_node("w", "SummaryWriter")], [], Category.DANGEROUS),
+        ([], [node("c", "MyCustomOp", "x")], Category.UNKNOWN),
+        ([node("c", "Addons>Resampler", "x")], [], Category.UNKNOWN),
+        ([node("x", "XlaCallModule", "a")], [], Category.UNKNOWN),  # a StableHLO program the scanner does not read
+        ([node("w", "SummaryWriter")], [], Category.DANGEROUS),
     ],
 )
 def test_saved_model_ops_outside_the_allowlist_block(
     tmp_path: Path, extra_main: list[bytes], extra_fn: list[bytes], category: Category
 ) -> None:
-    nodes, functions = _serving()
-    functions = [*functions, _function("__inference_payload_9", extra_fn)] if extra_fn else functions
-    (tmp_path / "saved_model.pb").write_bytes(_saved_model(nodes + _saver_nodes() + extra_main, functions))
+    nodes, functions = serving()
+    functions = [*functions, graph_function("__inference_payload_9", extra_fn)] if extra_fn else functions
+    (tmp_path / "saved_model.pb").write_bytes(saved_model(nodes + saver_nodes() + extra_main, functions))
     report = scan_path(tmp_path / "saved_model.pb")
     assert report.files[0].format == "saved-model"
     assert category in _categories(report), [f.message for f in report.findings]
@@ -702,109 +469,109 @@ def test_saved_model_ops_outside_the_allowlist_block(
 def _path_op_in(function: str, op: str, position: int) -> bytes:
     """A function whose argument 'path' reaches ``op`` at input ``position``."""
     inputs = ["handle", "path"] if position == 1 else ["path", "names", "slices"]
-    return _function(function, [_node("opens", op, *inputs)], ("path", "handle"))
+    return graph_function(function, [node("opens", op, *inputs)], ("path", "handle"))
 
 
 # Ways a graph can hand a path op a path the loader does not choose (each must block), then the two
 # ways TensorFlow 2 feeds an asset path (each must pass).
 _ESCAPES: dict[str, tuple[list[bytes], list[bytes], bytes]] = {
     "checkpoint prefix + '/../'": (
-        [_call("StatefulPartitionedCall_9", "__inference__traced_save_9", "saver_filename", "dense/kernel")],
-        [_save_function("__inference__traced_save_9", "_temp/../../../../tmp/x")],
+        [call_node("StatefulPartitionedCall_9", "__inference__traced_save_9", "saver_filename", "dense/kernel")],
+        [save_function("__inference__traced_save_9", "_temp/../../../../tmp/x")],
         b"",
     ),
     "join separator climbs": (
-        [_const("part", "x"),
-         _node("j", "StringJoin", "saver_filename", "part", attrs=_attr("separator", _field(2, "/../"))),
-         _node("s", "SaveV2", "j", "n", "s")],
+        [const_node("part", "x"),
+         node("j", "StringJoin", "saver_filename", "part", attrs=node_attr("separator", field(2, "/../"))),
+         node("s", "SaveV2", "j", "n", "s")],
         [],
         b"",
     ),
     "a suffix held in tensor_content": (  # TensorFlow decodes string tensors from tensor_content too
-        [_node("c", "Const", attrs=_attr("value", _field(8, _varint(1 << 3) + _varint(7) + _field(4, "\x07/../../x")))),
-         _node("j", "StringJoin", "saver_filename", "c"), _node("s", "SaveV2", "j", "n", "s")],
+        [node("c", "Const", attrs=node_attr("value", field(8, varint(1 << 3) + varint(7) + field(4, "\x07/../../x")))),
+         node("j", "StringJoin", "saver_filename", "c"), node("s", "SaveV2", "j", "n", "s")],
         [],
         b"",
     ),
     "a suffix in a second tensor field": (  # protobuf merges the two: TensorFlow sees both strings
-        [_node("c", "Const", attrs=_attr("value", _field(8, _varint(1 << 3) + _varint(7) + _field(8, "x"))
-                                                   + _field(8, _field(8, "/../../x")))),
-         _node("j", "StringJoin", "saver_filename", "c"), _node("s", "SaveV2", "j", "n", "s")],
+        [node("c", "Const", attrs=node_attr("value", field(8, varint(1 << 3) + varint(7) + field(8, "x"))
+                                                   + field(8, field(8, "/../../x")))),
+         node("j", "StringJoin", "saver_filename", "c"), node("s", "SaveV2", "j", "n", "s")],
         [],
         b"",
     ),
     "join with a caller's input": (
-        [_node("j", "StringJoin", "saver_filename", "serving_default_x"), _node("s", "SaveV2", "j", "n", "s")],
+        [node("j", "StringJoin", "saver_filename", "serving_default_x"), node("s", "SaveV2", "j", "n", "s")],
         [],
         b"",
     ),
     "a constant before the prefix": (
-        [_const("tmp", "/tmp/"), _node("j", "StringJoin", "tmp", "saver_filename"),
-         _node("s", "SaveV2", "j", "n", "s")],
+        [const_node("tmp", "/tmp/"), node("j", "StringJoin", "tmp", "saver_filename"),
+         node("s", "SaveV2", "j", "n", "s")],
         [],
         b"",
     ),
     "the caller of a signature chooses": (
-        [_call("c", "__inference_evil_7", "serving_default_x", "h")],
+        [call_node("c", "__inference_evil_7", "serving_default_x", "h")],
         [_path_op_in("__inference_evil_7", "SaveV2", 0)],
         b"",
     ),
     "a constant passed into a call": (
-        [_const("fixed", "/tmp/x"), _call("c", "__inference_evil_7", "fixed", "h")],
+        [const_node("fixed", "/tmp/x"), call_node("c", "__inference_evil_7", "fixed", "h")],
         [_path_op_in("__inference_evil_7", "RestoreV2", 0)],
         b"",
     ),
     "a constant passed into an If branch": (
-        [_const("fixed", "/tmp/x"), _node("flag", "Const"),
-         _call("c", "__inference_evil_7", "flag", "fixed", "h", op="If", attr="then_branch")],
+        [const_node("fixed", "/tmp/x"), node("flag", "Const"),
+         call_node("c", "__inference_evil_7", "flag", "fixed", "h", op="If", attr="then_branch")],
         [_path_op_in("__inference_evil_7", "SaveV2", 0)],
         b"",
     ),
     "a loop variable": (
-        [_call("c", "__inference_evil_7", "saver_filename", "h", op="While", attr="body")],
+        [call_node("c", "__inference_evil_7", "saver_filename", "h", op="While", attr="body")],
         [_path_op_in("__inference_evil_7", "SaveV2", 0)],
         b"",
     ),
     "a function no one calls": ([], [_path_op_in("__inference_evil_7", "SaveV2", 0)], b""),
     "an argument another op passes (BatchFunction)": (
-        [_call("d", "__inference_evil_7", "asset_path", op="BatchFunction")],
+        [call_node("d", "__inference_evil_7", "asset_path", op="BatchFunction")],
         [_path_op_in("__inference_evil_7", "InitializeTableFromTextFileV2", 1)],
         b"",
     ),
     "the checkpoint prefix into a table": (
-        [_node("t", "InitializeTableFromTextFileV2", "table", "saver_filename")],
+        [node("t", "InitializeTableFromTextFileV2", "table", "saver_filename")],
         [],
         b"",
     ),
-    "an asset path into the saver": ([_node("s", "RestoreV2", "asset_path", "n", "s")], [], b""),
+    "an asset path into the saver": ([node("s", "RestoreV2", "asset_path", "n", "s")], [], b""),
     "an asset path with a suffix": (
-        [_const("up", "/../../etc/passwd"), _node("j", "StringJoin", "asset_path", "up"),
-         _node("t", "InitializeTableFromTextFileV2", "table", "j")],
+        [const_node("up", "/../../etc/passwd"), node("j", "StringJoin", "asset_path", "up"),
+         node("t", "InitializeTableFromTextFileV2", "table", "j")],
         [],
         b"",
     ),
     "a variable the graph sets to a constant": (
-        [_node("v", "VarHandleOp"), _const("fixed", "/etc/passwd"), _node("a", "AssignVariableOp", "v", "fixed"),
-         _node("r", "ReadVariableOp", "v"), _node("t", "InitializeTableFromTextFileV2", "table", "r")],
+        [node("v", "VarHandleOp"), const_node("fixed", "/etc/passwd"), node("a", "AssignVariableOp", "v", "fixed"),
+         node("r", "ReadVariableOp", "v"), node("t", "InitializeTableFromTextFileV2", "table", "r")],
         [],
         b"",
     ),
     "a variable the checkpoint restores": (
-        [_node("v", "VarHandleOp"), _node("a", "AssignVariableOp", "v", "asset_path"),
-         _call("restore", "__inference__traced_restore_202", "saver_filename", "v"),
-         _node("r", "ReadVariableOp", "v"), _node("t", "InitializeTableFromTextFileV2", "table", "r")],
+        [node("v", "VarHandleOp"), node("a", "AssignVariableOp", "v", "asset_path"),
+         call_node("restore", "__inference__traced_restore_202", "saver_filename", "v"),
+         node("r", "ReadVariableOp", "v"), node("t", "InitializeTableFromTextFileV2", "table", "r")],
         [],
         b"",
     ),
     "a captured constant": (
-        [_const("captured", "/etc/passwd")],
+        [const_node("captured", "/etc/passwd")],
         [_path_op_in("__inference__initializer_30", "InitializeTableFromTextFileV2", 1)],
-        _objects([_field(9, _field(1, "captured")), _field(10, b"")], {"__inference__initializer_30": [0, 1]}),
+        object_graph([field(9, field(1, "captured")), field(10, b"")], {"__inference__initializer_30": [0, 1]}),
     ),
     "a signature argument of a top-level function": (
         [],
         [_path_op_in("__inference__initializer_30", "InitializeTableFromTextFileV2", 1)],
-        _objects([_field(10, b"")], {"__inference__initializer_30": [0]}),
+        object_graph([field(10, b"")], {"__inference__initializer_30": [0]}),
     ),
 }  # fmt: skip
 
@@ -812,11 +579,11 @@ _ESCAPES: dict[str, tuple[list[bytes], list[bytes], bytes]] = {
 @pytest.mark.parametrize("how", list(_ESCAPES))
 def test_saved_model_path_ops_block_unless_the_loader_feeds_the_path(tmp_path: Path, how: str) -> None:
     extra_main, extra_fn, objects = _ESCAPES[how]
-    nodes, functions = _serving()
-    nodes = [*nodes, _node("asset_path", "Placeholder"), *extra_main]
+    nodes, functions = serving()
+    nodes = [*nodes, node("asset_path", "Placeholder"), *extra_main]
     (tmp_path / "assets").mkdir()
     (tmp_path / "assets" / "vocab.txt").write_text("red\ngreen\n")
-    graph = _saved_model(nodes, [*functions, *extra_fn], assets=(("asset_path:0", "vocab.txt"),), objects=objects)
+    graph = saved_model(nodes, [*functions, *extra_fn], assets=(("asset_path:0", "vocab.txt"),), objects=objects)
     (tmp_path / "saved_model.pb").write_bytes(graph)
     report = scan_path(tmp_path)
     assert report.verdict == "unsafe"
@@ -826,19 +593,19 @@ def test_saved_model_path_ops_block_unless_the_loader_feeds_the_path(tmp_path: P
 def _asset_table(filename: str = "vocab.txt") -> bytes:
     """A text-file table fed its asset path both ways TensorFlow 2 writes: the main graph keeps the
     asset placeholder in a variable for TensorFlow 1 loaders; the object graph binds the asset."""
-    nodes, functions = _serving()
+    nodes, functions = serving()
     nodes += [
-        _node("asset_path_initializer", "Placeholder"),
-        _node("Variable", "VarHandleOp"),
-        _node("Variable/Assign", "AssignVariableOp", "Variable", "asset_path_initializer"),
-        _node("Variable/IsInitialized", "VarIsInitializedOp", "Variable"),
-        _node("ReadVariableOp", "ReadVariableOp", "Variable", "^Variable/Assign"),
-        _node("hash_table", "HashTableV2"),
-        _call("StatefulPartitionedCall_3", "__inference__initializer_30", "ReadVariableOp", "hash_table"),
+        node("asset_path_initializer", "Placeholder"),
+        node("Variable", "VarHandleOp"),
+        node("Variable/Assign", "AssignVariableOp", "Variable", "asset_path_initializer"),
+        node("Variable/IsInitialized", "VarIsInitializedOp", "Variable"),
+        node("ReadVariableOp", "ReadVariableOp", "Variable", "^Variable/Assign"),
+        node("hash_table", "HashTableV2"),
+        call_node("StatefulPartitionedCall_3", "__inference__initializer_30", "ReadVariableOp", "hash_table"),
     ]
     init = _path_op_in("__inference__initializer_30", "InitializeTableFromTextFileV2", 1)
-    objects = _objects([_field(5, b""), _field(10, b"")], {"__inference__initializer_30": [0, 1]})
-    return _saved_model(nodes, [*functions, init], assets=(("asset_path_initializer:0", filename),), objects=objects)
+    objects = object_graph([field(5, b""), field(10, b"")], {"__inference__initializer_30": [0, 1]})
+    return saved_model(nodes, [*functions, init], assets=(("asset_path_initializer:0", filename),), objects=objects)
 
 
 def test_an_asset_fed_text_table_passes(tmp_path: Path) -> None:
@@ -862,7 +629,7 @@ def test_asset_names_that_leave_the_assets_folder_block(tmp_path: Path, name: st
 
 @pytest.mark.parametrize("cut", [10, 25, 60, 120, -3])
 def test_truncated_saved_model_fails_closed(tmp_path: Path, cut: int) -> None:
-    data = _benign_saved_model()
+    data = benign_saved_model()
     (tmp_path / "saved_model.pb").write_bytes(data[:cut])
     report = scan_path(tmp_path / "saved_model.pb")
     assert report.verdict == "unsafe", (report.files[0].format, [f.message for f in report.findings])
@@ -876,8 +643,8 @@ def test_text_saved_model_is_not_trusted(tmp_path: Path) -> None:
 def _keras_metadata(objects: list[dict[str, Any]]) -> bytes:
     nodes = b""
     for i, obj in enumerate(objects):
-        node = _varint(2 << 3) + _varint(i) + _field(3, f"root.layer-{i}") + _field(4, "_tf_keras_layer")
-        nodes += _field(1, node + _field(5, json.dumps(obj)))
+        proto = varint(2 << 3) + varint(i) + field(3, f"root.layer-{i}") + field(4, "_tf_keras_layer")
+        nodes += field(1, proto + field(5, json.dumps(obj)))
     return nodes
 
 

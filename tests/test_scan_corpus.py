@@ -8,7 +8,7 @@ import pytest
 
 from modelgate.scan import Finding, ScanReport, scan_path
 from modelgate.scan.findings import BLOCKING
-from tests.scan_corpus import Sample, build_corpus
+from tests.helpers.scan_corpus import Sample, build_corpus
 
 
 @pytest.fixture(scope="module")
@@ -130,10 +130,10 @@ def test_checkpoint_globals_are_recorded(corpus: tuple[list[Sample], dict[str, S
 
 
 def test_renamed_extension_does_not_change_the_verdict(tmp_path: Path) -> None:
-    from tests.scan_corpus import PAYLOAD, _call
+    from tests.helpers.scan_corpus import PAYLOAD, reduce_call
 
     for name in ("weights.safetensors", "config.json", "model.onnx", "README.md"):
-        (tmp_path / name).write_bytes(_call("os", "system", PAYLOAD))
+        (tmp_path / name).write_bytes(reduce_call("os", "system", PAYLOAD))
     report = scan_path(tmp_path)
     assert [f.format for f in report.files] == ["pickle"] * 4
     assert all(f.verdict == "unsafe" for f in report.files)

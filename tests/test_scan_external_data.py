@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from modelgate.scan import scan_path
-from tests.live import loads_cleanly
-from tests.pickle_attacks import payload_pickle
+from tests.helpers.live import loads_cleanly
+from tests.helpers.pickle_attacks import payload_pickle
 
 
 def _onnx_with_external_data(folder: Path, data_name: str = "weights.bin") -> Path:
@@ -86,12 +86,11 @@ def test_a_saved_model_folder_s_variables_are_its_tensor_bytes(tmp_path: Path) -
     """A real tensor bundle is read completely (tf_bundle): its index as TensorFlow's BundleReader reads
     it, its shard tiled by the entries; a garbage index is not vouched for, even beside a graph."""
     from modelgate.scan.formats import tf_bundle
-    from tests.test_scan_code_configs import _saved_model, _serving
-    from tests.test_scan_saved_model_live import _TENSORS, _write_bundle
+    from tests.helpers.saved_models import TENSORS, saved_model, serving, write_bundle
 
-    nodes, functions = _serving()
-    (tmp_path / "saved_model.pb").write_bytes(_saved_model(nodes, functions))
-    _write_bundle(tmp_path / "variables", "variables", _TENSORS)  # TensorFlow reads this back (live test)
+    nodes, functions = serving()
+    (tmp_path / "saved_model.pb").write_bytes(saved_model(nodes, functions))
+    write_bundle(tmp_path / "variables", "variables", TENSORS)  # TensorFlow reads this back (live test)
     (tmp_path / "fingerprint.pb").write_bytes(b"\x08\xd2\x09\x10\x01\x18\x02")
     report = scan_path(tmp_path)
     formats = {f.path: f.format for f in report.files}

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from modelgate.scan import Limits, scan_bytes, scan_path
-from tests.scan_corpus import PAYLOAD, _call, _gguf, _safetensors, _torch_bytes
+from tests.helpers.scan_corpus import PAYLOAD, gguf_file, reduce_call, safetensors_file, torch_bytes
 
 
 def _rules(report: object) -> set[str]:
@@ -30,7 +30,7 @@ def _zip(members: dict[str, bytes], method: int = zipfile.ZIP_STORED) -> bytes:
 
 
 def test_hidden_local_entry_between_members() -> None:
-    hidden = _zip({"evil.pkl": _call("os", "system", PAYLOAD)})
+    hidden = _zip({"evil.pkl": reduce_call("os", "system", PAYLOAD)})
     local = hidden[: hidden.index(b"PK\x01\x02")]
     visible = _zip({"a.txt": b"hello"})
     cd = visible.index(b"PK\x01\x02")
@@ -50,13 +50,13 @@ def test_local_header_name_mismatch() -> None:
 
 
 def test_prefixed_zip_scans_the_prefix() -> None:
-    report = scan_bytes(_call("os", "system", PAYLOAD) + _zip({"a.txt": b"x"}), "m.bin")
+    report = scan_bytes(reduce_call("os", "system", PAYLOAD) + _zip({"a.txt": b"x"}), "m.bin")
     assert report.verdict == "unsafe"
     assert any(f.global_name == "os.system" for f in report.findings)
 
 
 def test_nested_archives_respect_the_depth_limit() -> None:
-    data = _zip({"model.pkl": _call("os", "system", PAYLOAD)})
+    data = _zip({"model.pkl": reduce_call("os", "system", PAYLOAD)})
     for level in range(6):
         data = _zip({f"level{level}.zip": data})
     shallow = scan_bytes(data, "m.zip", limits=Limits(max_depth=3))
@@ -73,7 +73,7 @@ def test_member_count_limit() -> None:
 def test_storage_bytes_that_look_like_a_pickle_are_data() -> None:
     import torch
 
-    state = _torch_bytes({"w": torch.zeros(64)})
+    state = torch_bytes({"w": torch.zeros(64)})
     with zipfile.ZipFile(io.BytesIO(state)) as archive:
         storage = next(n for n in archive.namelist() if n.endswith("/data/0"))
         members = {n: archive.read(n) for n in archive.namelist()}
@@ -86,11 +86,11 @@ def test_storage_bytes_that_look_like_a_pickle_are_data() -> None:
 def test_named_dangerous_global_in_storage_bytes_is_still_found() -> None:
     import torch
 
-    state = _torch_bytes({"w": torch.zeros(64)})
+    state = torch_bytes({"w": torch.zeros(64)})
     with zipfile.ZipFile(io.BytesIO(state)) as archive:
         storage = next(n for n in archive.namelist() if n.endswith("/data/0"))
         members = {n: archive.read(n) for n in archive.namelist()}
-    members[storage] = _call("os", "system", PAYLOAD)[:-1] + b"\xff" * 200  # no STOP, junk after
+    members[storage] = reduce_call("os", "system", PAYLOAD)[:-1] + b"\xff" * 200  # no STOP, junk after
     report = scan_bytes(_zip(members), "pytorch_model.bin")
     assert any(f.global_name == "os.system" and f.member == storage for f in report.findings)
 
@@ -106,7 +106,7 @@ def test_gzip_bomb_stops_at_the_cap() -> None:
 
 
 def test_gzip_second_member_is_scanned() -> None:
-    data = gzip.compress(b"\x80\x02N.") + gzip.compress(_call("os", "system", PAYLOAD))
+    data = gzip.compress(b"\x80\x02N.") + gzip.compress(reduce_call("os", "system", PAYLOAD))
     report = scan_bytes(data, "m.gz")
     assert any(f.global_name == "os.system" for f in report.findings)
 
@@ -114,7 +114,7 @@ def test_gzip_second_member_is_scanned() -> None:
 def test_tar_links_traversal_and_members(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        payload = _call("os", "system", PAYLOAD)
+        payload = reduce_call("os", "system", PAYLOAD)
         info = tarfile.TarInfo("pickle")
         info.size = len(payload)
         archive.addfile(info, io.BytesIO(payload))
@@ -133,11 +133,11 @@ def test_safetensors_gap_and_metadata() -> None:
         "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
         "b": {"dtype": "F32", "shape": [2], "data_offsets": [16, 24]},
     }
-    report = scan_bytes(_safetensors(gap, b"\x00" * 24), "m.safetensors")
+    report = scan_bytes(safetensors_file(gap, b"\x00" * 24), "m.safetensors")
     assert any("unused bytes" in f.message for f in report.findings)
     shape = {"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}
     assert report.verdict == "unsafe"
-    assert scan_bytes(_safetensors(shape, b"\x00" * 8), "m.safetensors").verdict == "unsafe"
+    assert scan_bytes(safetensors_file(shape, b"\x00" * 8), "m.safetensors").verdict == "unsafe"
 
 
 def test_safetensors_duplicate_keys_and_huge_header() -> None:
@@ -154,11 +154,11 @@ def test_safetensors_duplicate_keys_and_huge_header() -> None:
 def test_gguf_counts_larger_than_the_file() -> None:
     data = b"GGUF" + struct.pack("<IQQ", 3, 1 << 40, 1 << 40)
     assert "gguf.malformed" in _rules(scan_bytes(data, "m.gguf"))
-    assert scan_bytes(_gguf(template="{{ x }}"), "m.gguf").verdict == "safe"
+    assert scan_bytes(gguf_file(template="{{ x }}"), "m.gguf").verdict == "safe"
 
 
 def test_gguf_truncated_everywhere_never_raises() -> None:
-    data = _gguf(template="{{ x }}")
+    data = gguf_file(template="{{ x }}")
     for cut in range(0, len(data), 7):
         report = scan_bytes(data[:cut], "m.gguf")
         assert cut < 8 or report.verdict in ("safe", "unsafe")
@@ -198,9 +198,9 @@ def test_keras2_custom_class_in_h5_config() -> None:
 
 
 def test_onnx_missing_external_file(tmp_path: Path) -> None:
-    from tests.scan_corpus import _onnx_model
+    from tests.helpers.scan_corpus import onnx_model
 
-    (tmp_path / "model.onnx").write_bytes(_onnx_model("missing.bin"))
+    (tmp_path / "model.onnx").write_bytes(onnx_model("missing.bin"))
     assert "onnx.external-data-missing" in _rules(scan_path(tmp_path / "model.onnx"))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 from modelgate.scan.pickle_scan import walk
-from tests import pickle_fuzz
+from tests.helpers import pickle_fuzz
 
 
 def test_scanner_sees_every_global_the_unpicklers_resolve() -> None:

@@ -11,7 +11,18 @@ import pytest
 from modelgate.scan import Limits, scan_bytes
 from modelgate.scan.allowlist import Verdict, classify
 from modelgate.scan.pickle_scan import walk
-from tests.scan_corpus import PAYLOAD, PROTO2, PROTO4, REDUCE, STOP, TUPLE1, _call, _glob, _su, _u
+from tests.helpers.scan_corpus import (
+    PAYLOAD,
+    PROTO2,
+    PROTO4,
+    REDUCE,
+    STOP,
+    TUPLE1,
+    binunicode,
+    global_op,
+    reduce_call,
+    short_binunicode,
+)
 
 
 def _rules(data: bytes) -> list[tuple[str, str | None]]:
@@ -52,7 +63,7 @@ def test_allowlist_decisions() -> None:
 
 
 def test_stacked_pickles_are_all_scanned() -> None:
-    data = pickle.dumps(1, protocol=2) + pickle.dumps("x", protocol=4) + _call("os", "system", PAYLOAD)
+    data = pickle.dumps(1, protocol=2) + pickle.dumps("x", protocol=4) + reduce_call("os", "system", PAYLOAD)
     report = scan_bytes(data, "x.pkl")
     assert report.verdict == "unsafe"
     assert report.findings[0].offset == len(pickle.dumps(1, protocol=2)) + len(pickle.dumps("x", protocol=4)) + 2
@@ -67,43 +78,52 @@ def test_trailing_bytes_are_recorded_not_blocking() -> None:
 def test_stack_global_on_a_non_string_is_refused_as_malformed() -> None:
     # Both CPython unpicklers refuse STACK_GLOBAL on a non-str ("STACK_GLOBAL requires str"):
     # the stream cannot load, and a stream that cannot be read completely is blocking.
-    data = PROTO4 + b"K\x01" + _su("system") + b"\x93" + STOP
+    data = PROTO4 + b"K\x01" + short_binunicode("system") + b"\x93" + STOP
     report = scan_bytes(data, "x.pkl")
     assert [f.rule_id for f in report.findings] == ["pickle.malformed"]
     assert report.verdict == "unsafe"
 
 
 def test_stack_global_through_memoize_and_long_binget() -> None:
-    data = PROTO4 + _su("subprocess") + b"\x94" + _su("run") + b"\x94" + b"0" + b"0" + b"j\x00\x00\x00\x00"
+    data = (
+        PROTO4
+        + short_binunicode("subprocess")
+        + b"\x94"
+        + short_binunicode("run")
+        + b"\x94"
+        + b"0"
+        + b"0"
+        + b"j\x00\x00\x00\x00"
+    )
     data += b"j\x01\x00\x00\x00\x93" + STOP
     assert ("pickle.dangerous-global", "subprocess.run") in _rules(data)
 
 
 def test_inst_and_obj_opcodes_resolve_their_globals() -> None:
     inst = b"(S'id'\nios\nsystem\n."
-    obj = PROTO2 + b"(" + _glob("subprocess", "getoutput") + _u("id") + b"o" + STOP
+    obj = PROTO2 + b"(" + global_op("subprocess", "getoutput") + binunicode("id") + b"o" + STOP
     assert ("pickle.dangerous-global", "os.system") in _rules(inst)
     assert ("pickle.dangerous-global", "subprocess.getoutput") in _rules(obj)
 
 
 def test_call_on_a_computed_object_is_a_gadget_chain() -> None:
-    data = PROTO2 + _glob("collections", "OrderedDict") + b")" + REDUCE + _u("x") + TUPLE1 + REDUCE + STOP
+    data = PROTO2 + global_op("collections", "OrderedDict") + b")" + REDUCE + binunicode("x") + TUPLE1 + REDUCE + STOP
     assert ("pickle.computed-call", "the result of calling collections.OrderedDict") in _rules(data)
 
 
 def test_build_on_a_class_is_attribute_injection() -> None:
-    data = PROTO2 + _glob("collections", "OrderedDict") + b"}" + b"b" + STOP
+    data = PROTO2 + global_op("collections", "OrderedDict") + b"}" + b"b" + STOP
     assert _rules(data)[0][0] == "pickle.build-on-global"
 
 
 def test_nested_pickle_through_codecs_encode_is_scanned() -> None:
-    inner = _call("os", "system", PAYLOAD).decode("latin-1")
+    inner = reduce_call("os", "system", PAYLOAD).decode("latin-1")
     data = (
         PROTO2
-        + _glob("pickle", "loads")
-        + _glob("_codecs", "encode")
-        + _u(inner)
-        + _u("latin1")
+        + global_op("pickle", "loads")
+        + global_op("_codecs", "encode")
+        + binunicode(inner)
+        + binunicode("latin1")
         + b"\x86"
         + REDUCE
         + TUPLE1
@@ -116,9 +136,11 @@ def test_nested_pickle_through_codecs_encode_is_scanned() -> None:
 
 
 def test_nested_pickles_stop_at_the_depth_limit() -> None:
-    data = _call("os", "system", PAYLOAD)
+    data = reduce_call("os", "system", PAYLOAD)
     for _ in range(6):
-        data = PROTO2 + _glob("pickle", "loads") + b"B" + struct.pack("<I", len(data)) + data + TUPLE1 + REDUCE + STOP
+        data = (
+            PROTO2 + global_op("pickle", "loads") + b"B" + struct.pack("<I", len(data)) + data + TUPLE1 + REDUCE + STOP
+        )
     report = scan_bytes(data, "x.pkl", limits=Limits(max_depth=2))
     assert any(f.rule_id == "archive.depth-limit" for f in report.findings)
     assert not any(f.global_name == "os.system" for f in report.findings)
@@ -129,7 +151,7 @@ def test_nested_pickles_stop_at_the_depth_limit() -> None:
 def test_fallback_budget_is_a_limit_finding() -> None:
     # The C unpickler refuses " 1.5" as a FLOAT, the pure-Python one (joblib) reads it: the rest of
     # the stream is read by the Python tracer, whose opcode budget is max_pickle_ops.
-    data = PROTO2 + b"F 1.5\n0" + b"N0" * 500 + _call("os", "system", PAYLOAD)
+    data = PROTO2 + b"F 1.5\n0" + b"N0" * 500 + reduce_call("os", "system", PAYLOAD)
     report = scan_bytes(data, "x.pkl", limits=Limits(max_pickle_ops=100))
     assert [f.rule_id for f in report.findings] == ["pickle.op-limit"]
     assert report.verdict == "unsafe"

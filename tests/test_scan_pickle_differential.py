@@ -1,7 +1,7 @@
 """Pickles that loaders read differently from a re-implemented parser: each proven live, each blocked.
 
 Every malicious case is loaded first with the real loader it targets, in a child process
-(tests/live.py): the payload must have run. Only then is the scanner asked, and it must
+(tests/helpers/live.py): the payload must have run. Only then is the scanner asked, and it must
 block it with a reason. Benign neighbours load cleanly and stay safe.
 """
 
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from modelgate.scan import scan_bytes, scan_path
-from tests import pickle_attacks as attacks
-from tests.live import loads_cleanly, runs_payload
+from tests.helpers import pickle_attacks as attacks
+from tests.helpers.live import loads_cleanly, runs_payload
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:

@@ -17,22 +17,22 @@ from modelgate.evidence import Status
 from modelgate.scan import FileReport, ScanReport, scan_bytes, scan_path
 from modelgate.scan.sarif import to_sarif
 from modelgate.scan.stage import MAX_LISTED_FINDINGS, scan_stage
-from tests.scan_corpus import (
+from tests.helpers.scan_corpus import (
     PAYLOAD,
     PROTO2,
     STOP,
-    _call,
-    _gguf,
-    _glob,
     _h5_model,
     _k2_dense,
     _k2_sequential,
     _k3_dense,
     _k3_model,
     _keras_zip,
-    _onnx_model,
-    _safetensors,
-    _torch_bytes,
+    gguf_file,
+    global_op,
+    onnx_model,
+    reduce_call,
+    safetensors_file,
+    torch_bytes,
     write_checkpoint,
 )
 
@@ -133,13 +133,13 @@ SARIF_SUBSET = {
 def mixed_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "model"
     folder.mkdir()
-    (folder / "model.pkl").write_bytes(_call("os", "system", PAYLOAD))
-    (folder / "weights.bin").write_bytes(_torch_bytes({"w": [1, 2]}))
-    torch_zip = _torch_bytes({"w": 1})
+    (folder / "model.pkl").write_bytes(reduce_call("os", "system", PAYLOAD))
+    (folder / "weights.bin").write_bytes(torch_bytes({"w": [1, 2]}))
+    torch_zip = torch_bytes({"w": 1})
     with zipfile.ZipFile(io.BytesIO(torch_zip)) as archive:
         members = {n: archive.read(n) for n in archive.namelist()}
     prefix = next(iter(members)).split("/")[0]
-    members[f"{prefix}/extra.pkl"] = _call("subprocess", "run", PAYLOAD)
+    members[f"{prefix}/extra.pkl"] = reduce_call("subprocess", "run", PAYLOAD)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, data in members.items():
@@ -153,7 +153,7 @@ def benign_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "benign"
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(
-        _safetensors({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\x00" * 8)
+        safetensors_file({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\x00" * 8)
     )
     (folder / "config.json").write_text('{"architectures": ["Tiny"]}')
     return folder
@@ -221,7 +221,7 @@ def test_stage_error_on_an_unreadable_path(tmp_path: Path) -> None:
 
 
 def test_stage_details_are_bounded_counts_are_not(tmp_path: Path) -> None:
-    body = b"".join(_glob(f"pkg{i}", "Thing") + b"0" for i in range(MAX_LISTED_FINDINGS + 50))
+    body = b"".join(global_op(f"pkg{i}", "Thing") + b"0" for i in range(MAX_LISTED_FINDINGS + 50))
     (tmp_path / "many.pkl").write_bytes(PROTO2 + body + b"N" + STOP)
     evidence, _ = scan_stage(tmp_path)
     assert evidence.metrics["scan.unknown_count"] == MAX_LISTED_FINDINGS + 50
@@ -266,16 +266,16 @@ def _fuzz_seeds() -> list[tuple[str, bytes]]:
     npz = io.BytesIO()
     np.savez(npz, a=np.arange(3), b=np.ones(2))
     return [
-        ("zip.pt", _torch_bytes({"w": torch.ones(4), "b": torch.zeros(2), "n": 3})),
-        ("legacy.pt", _torch_bytes({"w": [1.0]}, legacy=True)),
+        ("zip.pt", torch_bytes({"w": torch.ones(4), "b": torch.zeros(2), "n": 3})),
+        ("legacy.pt", torch_bytes({"w": [1.0]}, legacy=True)),
         ("a.npy", npy.getvalue()),
         ("a.npz", npz.getvalue()),
-        ("m.safetensors", _safetensors({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\x01" * 8)),
-        ("m.gguf", _gguf(template="{{ x }}")),
-        ("m.onnx", _onnx_model()),
+        ("m.safetensors", safetensors_file({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\x01" * 8)),
+        ("m.gguf", gguf_file(template="{{ x }}")),
+        ("m.onnx", onnx_model()),
         ("m.keras", _keras_zip(_k3_model([_k3_dense("d", 2)]))),
         ("m.h5", _h5_model(_k2_sequential([_k2_dense("d")]))),
-        ("m.pkl", _call("collections", "OrderedDict", "x")),
+        ("m.pkl", reduce_call("collections", "OrderedDict", "x")),
     ]
 
 

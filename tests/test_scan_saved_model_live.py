@@ -4,7 +4,7 @@ TensorFlow lives beside the venv (.venv-loaders/tf221, tests/loaders/tensorflow-
 ever imported in child processes: one child builds every sample (tf.saved_model.save, keras
 ``Model.export``, tf.train.Checkpoint), a second loads each one in a fresh temp working directory
 and calls every signature. A malicious sample counts only if that call created the marker file
-(tests/live.MARKER), directly or by handing back a file it chose to read; every benign neighbour
+(tests/helpers/live.MARKER), directly or by handing back a file it chose to read; every benign neighbour
 must load and run cleanly, and all must scan as expected. Without TensorFlow these tests skip for
 a developer and fail in CI.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -31,10 +30,21 @@ import pytest
 from modelgate.scan import scan_path
 from modelgate.scan.findings import BLOCKING, ScanReport
 from modelgate.scan.formats import tf_bundle
-from tests.live import MARKER
-from tests.test_scan_code_configs import _LOADERS, _benign_saved_model, _missing_loader, _varint
+from tests.helpers.live import MARKER, missing_loader
+from tests.helpers.paths import LOADERS_DIR
+from tests.helpers.saved_models import (
+    TENSORS,
+    TF_NAMES,
+    benign_saved_model,
+    bundle_entries,
+    bundle_entry,
+    bundle_index,
+    field,
+    varint_field,
+    write_bundle,
+)
 
-TF221 = Path(os.environ.get("MODELGATE_TF_2_21", str(_LOADERS / "tf221")))
+TF221 = Path(os.environ.get("MODELGATE_TF_2_21", str(LOADERS_DIR / "tf221")))
 SECRET = "modelgate-secret"  # a file the proof harness puts in each working dir; a model reading it is caught
 
 # Builds every sample into sys.argv[1]. Payloads only touch the marker (or read SECRET) in the cwd.
@@ -428,7 +438,7 @@ BENIGN_SAVED_MODELS = [
     "keras_text_vectorization",  # TextVectorization: string ops and an in-graph vocabulary table
     "tf_ops",  # top-k, sort, resize, FFT, einsum, string joins, numeric checks
 ]
-BENIGN_CHECKPOINTS = ["checkpoint", "py_bundle"]  # py_bundle: written by _write_bundle() below
+BENIGN_CHECKPOINTS = ["checkpoint", "py_bundle"]  # py_bundle: written by write_bundle() (tests/helpers/saved_models.py)
 
 
 def _tf_env() -> dict[str, str]:
@@ -455,12 +465,12 @@ def _tf_child(code: str, *args: str, timeout_s: float = 300.0) -> subprocess.Com
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (TF221 / "tensorflow" / "__init__.py").is_file():
-        _missing_loader(f"TensorFlow 2.21 is not installed in {TF221}")
+        missing_loader(f"TensorFlow 2.21 is not installed in {TF221}")
     out = tmp_path_factory.mktemp("saved-models")
     done = _tf_child(BUILD, str(out), MARKER, SECRET)
     if done.returncode != 0 or "built" not in done.stdout:
         pytest.fail(f"building the samples failed: {done.stderr[-3000:]}")
-    _write_bundle(out / "py_bundle", "ckpt", _TENSORS)
+    write_bundle(out / "py_bundle", "ckpt", TENSORS)
     return out
 
 
@@ -527,7 +537,7 @@ def test_the_python_bundle_writer_writes_what_tensorflow_reads(live: dict[str, d
     # TensorFlow checks every block CRC and each tensor's CRC32C: the hand-made indexes below are real.
     tensors = live["py_bundle"]["tensors"]
     assert {name: (dtype, values) for name, (dtype, values) in tensors.items()} == {
-        name: (dtype, array.tolist()) for name, (dtype, array) in _TF_NAMES.items()
+        name: (dtype, array.tolist()) for name, (dtype, array) in TF_NAMES.items()
     }
 
 
@@ -573,109 +583,7 @@ def _assert_index_blocks(report: ScanReport) -> None:
     assert not any(f.rule_id == "scanner.parse-error" for f in report.findings), _messages(report)  # never a crash
 
 
-# --------------------------------------------------------------------------- a tensor bundle, by hand
-
-
-def _vf(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value)
-
-
-def _lf(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-HEADER = _vf(1, 1) + _lf(3, _vf(1, 1))  # BundleHeaderProto{num_shards: 1, version{producer: 1}}
-_DTYPES = {np.float32: 1, np.float64: 2, np.int32: 3, np.uint8: 4, np.int64: 9, np.bool_: 10, np.float16: 19}
-# name -> (TensorFlow's dtype name, value): what TensorFlow must read back from _bundle()
-_TF_NAMES: dict[str, tuple[str, np.ndarray]] = {
-    "dense/bias": ("float32", np.arange(3, dtype=np.float32)),
-    "dense/kernel": ("float32", np.arange(12, dtype=np.float32).reshape(3, 4) / 7),
-    "embedding/ids": ("int64", np.array([[1, 2], [3, 4]], dtype=np.int64)),
-    "flags": ("bool", np.array([True, False])),
-    "global_step": ("int32", np.array(7, dtype=np.int32)),
-    "half": ("float16", np.array([0.5, 1.5], dtype=np.float16)),
-}
-_TENSORS = {name: array for name, (_dtype, array) in _TF_NAMES.items()}
-
-
-def _entry(dtype: int, shape: tuple[int, ...], offset: int, size: int, crc: int, shard: int = 0) -> bytes:
-    """BundleEntryProto{1: dtype, 2: shape, 3: shard_id, 4: offset, 5: size, 6: crc32c (fixed32)}."""
-    shape_proto = b"".join(_lf(2, _vf(1, d)) for d in shape)
-    shard_field = _vf(3, shard) if shard else b""
-    return (
-        _vf(1, dtype)
-        + _lf(2, shape_proto)
-        + shard_field
-        + _vf(4, offset)
-        + _vf(5, size)
-        + b"\x35"
-        + struct.pack("<I", crc)
-    )
-
-
-def _entries(tensors: dict[str, np.ndarray]) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """Sorted (key, BundleEntryProto) pairs, header first, and the one shard they index."""
-    entries, shard = [(b"", HEADER)], bytearray()
-    for name in sorted(tensors):
-        raw = np.ascontiguousarray(tensors[name]).tobytes()
-        dtype = _DTYPES[tensors[name].dtype.type]
-        entry = _entry(dtype, tensors[name].shape, len(shard), len(raw), tf_bundle.masked_crc32c(raw))
-        entries.append((name.encode(), entry))
-        shard += raw
-    return entries, bytes(shard)
-
-
-def _block(entries: list[tuple[bytes, bytes]], restart_every: int = 2) -> bytes:
-    """A LevelDB block: prefix-compressed entries, the restart array, the restart count."""
-    out, restarts, previous = bytearray(), [], b""
-    for n, (key, value) in enumerate(entries):
-        shared = 0
-        if n % restart_every:
-            while shared < min(len(key), len(previous)) and key[shared] == previous[shared]:
-                shared += 1
-        else:
-            restarts.append(len(out))
-        out += _varint(shared) + _varint(len(key) - shared) + _varint(len(value)) + key[shared:] + value
-        previous = key
-    restarts = restarts or [0]
-    return bytes(out) + struct.pack(f"<{len(restarts)}I", *restarts) + struct.pack("<I", len(restarts))
-
-
-def _table(entries: list[tuple[bytes, bytes]], per_block: int = 3, compression: int = 0) -> bytes:
-    """A LevelDB table as TensorFlow's writer lays it out: data blocks, metaindex, index, footer."""
-    out, index = bytearray(), []
-
-    def put(block: bytes) -> tuple[int, int]:
-        handle = (len(out), len(block))
-        out.extend(
-            block + bytes([compression]) + struct.pack("<I", tf_bundle.masked_crc32c(block + bytes([compression])))
-        )
-        return handle
-
-    for start in range(0, len(entries), per_block):
-        chunk = entries[start : start + per_block]
-        offset, size = put(_block(chunk))
-        index.append((chunk[-1][0], _varint(offset) + _varint(size)))
-    meta = put(_block([]))
-    top = put(_block(index, restart_every=1))
-    footer = b"".join(_varint(v) for v in (*meta, *top))
-    return bytes(out) + footer.ljust(40, b"\x00") + tf_bundle.MAGIC
-
-
-def _write_bundle(
-    folder: Path,
-    prefix: str,
-    tensors: dict[str, np.ndarray],
-    edit: Callable[[list[tuple[bytes, bytes]]], None] | None = None,
-    **table: int,
-) -> Path:
-    entries, shard = _entries(tensors)
-    if edit is not None:
-        edit(entries)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{prefix}.index").write_bytes(_table(entries, **table))
-    (folder / f"{prefix}.data-00000-of-00001").write_bytes(shard)
-    return folder
+# ---------------------------------------------------- a tensor bundle, by hand (tests/helpers/saved_models.py)
 
 
 def _replace(key: bytes, value: bytes) -> Callable[[list[tuple[bytes, bytes]]], None]:
@@ -687,11 +595,11 @@ def _replace(key: bytes, value: bytes) -> Callable[[list[tuple[bytes, bytes]]], 
 
 def _kernel(**changes: int) -> bytes:
     fields = {"dtype": 1, "offset": 12, "size": 48, "shard": 0} | changes
-    return _entry(fields["dtype"], (3, 4), fields["offset"], fields["size"], 0, fields["shard"])
+    return bundle_entry(fields["dtype"], (3, 4), fields["offset"], fields["size"], 0, fields["shard"])
 
 
 def test_a_hand_written_bundle_passes(tmp_path: Path) -> None:
-    folder = _write_bundle(tmp_path, "ckpt", _TENSORS)
+    folder = write_bundle(tmp_path, "ckpt", TENSORS)
     report = scan_path(folder)
     assert report.verdict == "safe" and not report.findings, _messages(report)
     assert {f.path: f.format for f in report.files} == {
@@ -705,7 +613,7 @@ def _swap_two(entries: list[tuple[bytes, bytes]]) -> None:
 
 
 def _unknown_field(entries: list[tuple[bytes, bytes]]) -> None:
-    entries[1] = (entries[1][0], entries[1][1] + _vf(9, 1))
+    entries[1] = (entries[1][0], entries[1][1] + varint_field(9, 1))
 
 
 def _no_header(entries: list[tuple[bytes, bytes]]) -> None:
@@ -737,7 +645,7 @@ _BROKEN: dict[str, tuple[dict[str, Any], str, str]] = {
 @pytest.mark.parametrize("how", list(_BROKEN))
 def test_a_broken_or_unread_index_blocks(tmp_path: Path, how: str) -> None:
     table, rule, text = _BROKEN[how]
-    _write_bundle(tmp_path, "ckpt", _TENSORS, **table)
+    write_bundle(tmp_path, "ckpt", TENSORS, **table)
     report = scan_path(tmp_path)
     assert report.verdict == "unsafe"
     assert any(f.rule_id == rule and text in f.message for f in report.findings), _messages(report)
@@ -745,7 +653,7 @@ def test_a_broken_or_unread_index_blocks(tmp_path: Path, how: str) -> None:
 
 
 def test_shards_must_be_exactly_those_the_header_names(tmp_path: Path) -> None:
-    folder = _write_bundle(tmp_path, "ckpt", _TENSORS)
+    folder = write_bundle(tmp_path, "ckpt", TENSORS)
     (folder / "ckpt.data-00001-of-00002").write_bytes(b"\x00" * 8)
     assert "tf-bundle.stray-shard" in {f.rule_id for f in scan_path(folder).findings}
     (folder / "ckpt.data-00001-of-00002").unlink()
@@ -758,7 +666,7 @@ def test_shards_must_be_exactly_those_the_header_names(tmp_path: Path) -> None:
 def test_an_index_not_named_dot_index_or_inside_an_archive_is_not_vouched_for(tmp_path: Path) -> None:
     import tarfile
 
-    folder = _write_bundle(tmp_path / "b", "ckpt", _TENSORS)
+    folder = write_bundle(tmp_path / "b", "ckpt", TENSORS)
     with tarfile.open(tmp_path / "ckpt.tar", "w") as archive:
         archive.add(folder / "ckpt.index", "ckpt.index")
     assert "tf-bundle.unchecked-shards" in {f.rule_id for f in scan_path(tmp_path / "ckpt.tar").findings}
@@ -767,19 +675,19 @@ def test_an_index_not_named_dot_index_or_inside_an_archive_is_not_vouched_for(tm
 
 
 def test_a_shard_that_is_a_pickle_keeps_its_own_verdict(tmp_path: Path) -> None:
-    from tests.pickle_attacks import payload_pickle
+    from tests.helpers.pickle_attacks import payload_pickle
 
     evil = np.frombuffer(payload_pickle(), dtype=np.uint8)
-    report = scan_path(_write_bundle(tmp_path, "ckpt", {"bytes": evil}))
+    report = scan_path(write_bundle(tmp_path, "ckpt", {"bytes": evil}))
     assert {f.path: f.format for f in report.files}["ckpt.data-00000-of-00001"] == "pickle"
     assert any(f.global_name == "os.system" for f in report.findings), _messages(report)
 
 
 def test_every_cut_and_bit_flip_of_a_hand_written_index_is_refused(tmp_path: Path) -> None:
-    entries, _shard = _entries(_TENSORS)
-    data = _table(entries)
+    entries, _shard = bundle_entries(TENSORS)
+    data = bundle_index(entries)
     header, parsed = tf_bundle.read_index(data)
-    assert header.num_shards == 1 and [e.key for e in parsed] == sorted(k.encode() for k in _TENSORS)
+    assert header.num_shards == 1 and [e.key for e in parsed] == sorted(k.encode() for k in TENSORS)
     for cut in range(len(data)):
         with pytest.raises((tf_bundle.Bad, tf_bundle.Unsupported)):
             tf_bundle.read_index(data[:cut])
@@ -788,7 +696,7 @@ def test_every_cut_and_bit_flip_of_a_hand_written_index_is_refused(tmp_path: Pat
         flipped[pos // 8] ^= 1 << (pos % 8)
         with pytest.raises((tf_bundle.Bad, tf_bundle.Unsupported)):
             tf_bundle.read_index(bytes(flipped))
-    _write_bundle(tmp_path, "ckpt", _TENSORS)
+    write_bundle(tmp_path, "ckpt", TENSORS)
     index = tmp_path / "ckpt.index"
     for junk in (data + b"\x00", b"\x00" * 48 + data[-8:], data[:-48] + b"\x00" + data[-48:]):
         index.write_bytes(junk)
@@ -804,7 +712,15 @@ def test_crc32c_is_castagnoli() -> None:
 # --------------------------------------------------------------------------- fingerprint.pb
 
 
-_FINGERPRINT = _vf(1, 1234) + _vf(2, 1) + _vf(3, 2) + _vf(4, 3) + _vf(5, 4) + _lf(6, _vf(1, 1)) + _lf(7, b"0f3a")
+_FINGERPRINT = (
+    varint_field(1, 1234)
+    + varint_field(2, 1)
+    + varint_field(3, 2)
+    + varint_field(4, 3)
+    + varint_field(5, 4)
+    + field(6, varint_field(1, 1))
+    + field(7, b"0f3a")
+)
 
 
 @pytest.mark.parametrize(
@@ -812,17 +728,17 @@ _FINGERPRINT = _vf(1, 1234) + _vf(2, 1) + _vf(3, 2) + _vf(4, 3) + _vf(5, 4) + _l
     [
         (_FINGERPRINT, True),
         (b"", True),  # every field at its default
-        (_FINGERPRINT + _vf(8, 1), False),  # a field FingerprintDef does not have
-        (_FINGERPRINT + _lf(1, b"x"), False),  # a hash as bytes
-        (_FINGERPRINT + _vf(2, 9), False),  # a hash twice
+        (_FINGERPRINT + varint_field(8, 1), False),  # a field FingerprintDef does not have
+        (_FINGERPRINT + field(1, b"x"), False),  # a hash as bytes
+        (_FINGERPRINT + varint_field(2, 9), False),  # a hash twice
         (_FINGERPRINT[:-1], False),  # cut
-        (_lf(6, b"\xff"), False),  # a VersionDef that does not parse
-        (_vf(1, 1) + _lf(7, b"\x00\x01"), False),  # a uuid that is not text
+        (field(6, b"\xff"), False),  # a VersionDef that does not parse
+        (varint_field(1, 1) + field(7, b"\x00\x01"), False),  # a uuid that is not text
         (b"\x80" * 5000, False),
     ],
 )
 def test_fingerprint_is_read_strictly_as_a_fingerprintdef(tmp_path: Path, fingerprint: bytes, safe: bool) -> None:
-    (tmp_path / "saved_model.pb").write_bytes(_benign_saved_model())
+    (tmp_path / "saved_model.pb").write_bytes(benign_saved_model())
     (tmp_path / "fingerprint.pb").write_bytes(fingerprint)
     report = scan_path(tmp_path)
     assert (report.verdict == "safe") is safe, _messages(report)

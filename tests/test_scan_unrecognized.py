@@ -4,7 +4,7 @@ Issue 13, class 2: a file no format scanner detected used to be 'text' or 'unkno
 safe. Now it must be an inert kind (JSON, UTF-8 text, images, SentencePiece, msgpack)
 checked over its whole length, or a blocking ``content.unrecognized`` finding; a broken
 safetensors file is ``safetensors.malformed``. Malicious samples are proven with
-tests/live.py (child process) before the scanner is asked; benign ones are loaded by
+tests/helpers/live.py (child process) before the scanner is asked; benign ones are loaded by
 their real reader (also in a child process).
 """
 
@@ -29,8 +29,18 @@ from modelgate.scan import scan_bytes, scan_path
 from modelgate.scan.base import ScanContext
 from modelgate.scan.findings import BLOCKING, Category, Finding
 from modelgate.scan.formats import inert
-from tests import inert_samples as samples
-from tests.live import PAYLOAD_COMMAND, loads_cleanly, runs_payload
+from tests.helpers import inert_samples as samples
+from tests.helpers.live import PAYLOAD_COMMAND, loads_cleanly, runs_payload
+from tests.helpers.unrecognized_samples import (
+    JSON_SAMPLES,
+    MALFORMED_SAFETENSORS,
+    SAFETENSORS_HEADER,
+    TEXT_SAMPLES,
+    WRAPPERS,
+    raw_safetensors,
+    seven_zip,
+    text_evil_pickle,
+)
 
 MODELGATE = Path(sys.executable).parent / "modelgate"
 JSON_LOADER = "import json, sys; json.load(open(sys.argv[1], encoding='utf-8'))"
@@ -43,11 +53,6 @@ SPM_LOADER = (
 MSGPACK_LOADER = "import msgpack, sys; assert isinstance(msgpack.unpackb(open(sys.argv[1], 'rb').read()), dict)"
 SAFETENSORS_LOADER = "import sys; from safetensors.torch import load_file; load_file(sys.argv[1])"
 HAS_PIL = importlib.util.find_spec("PIL") is not None
-
-
-def _evil_pickle() -> bytes:
-    """Protocol 0: os.system(PAYLOAD_COMMAND)."""
-    return b"cos\nsystem\n(S'" + PAYLOAD_COMMAND.encode() + b"'\ntR."
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -89,29 +94,6 @@ def _assert_unrecognized(data: bytes, name: str, words: str) -> None:
 
 
 # --- benign: every inert kind passes ------------------------------------------------------------
-
-_LOREM = "Weights of a tiny model. Ünïcödé — 日本語 ✓\n"
-
-TEXT_SAMPLES = {
-    "README.md": "---\nlicense: mit\ntags: [tiny]\n---\n# tiny model\n\nUse it like this:\n\n```python\nx = 1\n```\n",
-    "vocab.txt": "[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n" + "".join(f"tok{i}\n" for i in range(3000)) + "日本\n##s\n",
-    "merges.txt": "#version: 0.2\n" + "".join(f"\u0120t{i} h{i}\n" for i in range(2000)),
-    ".gitattributes": "*.bin filter=lfs diff=lfs merge=lfs -text\n*.safetensors filter=lfs diff=lfs merge=lfs -text\n",
-    "LICENSE": "                                 Apache License\n\f\n   TERMS AND CONDITIONS\r\n\tsee below\n",
-    "notes.yaml": "# training\nlr: 0.001\nsteps: 10\n",
-    "big.md": "# big\n" + _LOREM * 30_000,  # > 1 MiB: multibyte characters straddle the read chunks
-    "hubconf.py": "# torch hub entry points\ndependencies = ['torch']\n",
-    "pytorch_model.bin": "version https://git-lfs.github.com/spec/v1\noid sha256:" + "a" * 64 + "\nsize 12\n",
-}
-
-JSON_SAMPLES = {
-    "config.json": {"architectures": ["BertModel"], "hidden_size": 8, "vocab_size": 30522, "layer_norm_eps": 1e-12},
-    "tokenizer_config.json": {"do_lower_case": True, "model_max_length": 512, "unk_token": "[UNK]"},
-    "special_tokens_map.json": {"cls_token": "[CLS]", "mask_token": "[MASK]"},
-    "modules.json": [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}],
-    "model.safetensors.index.json": {"metadata": {"total_size": 8}, "weight_map": {"w": "model.safetensors"}},
-    "vocab.json": {f"tok{i}": i for i in range(5000)} | {"日本": 5000},
-}
 
 
 @pytest.mark.parametrize("name", sorted(TEXT_SAMPLES))
@@ -223,26 +205,6 @@ def test_a_hugging_face_folder_scans_safe(tmp_path: Path) -> None:
 # --- malicious: archives and code the scanner does not open ---------------------------------------
 
 
-def _seven_zip(stream: bytes) -> bytes:
-    """A 7z file holding ``stream`` as its packed data (signature header with correct CRCs)."""
-    header = b"\x01\x04\x06\x00\x01\x09" + bytes([len(stream)]) + b"\x00\x00"
-    tail = struct.pack("<QQI", len(stream), len(header), zlib.crc32(header))
-    return b"7z\xbc\xaf\x27\x1c\x00\x04" + struct.pack("<I", zlib.crc32(tail)) + tail + stream + header
-
-
-WRAPPERS = {
-    "7z": (_seven_zip, "7z archive"),
-    "rar4": (lambda inner: b"Rar!\x1a\x07\x00\xcf\x90\x73\x00\x00\x0d\x00" + inner, "RAR archive"),
-    "rar5": (lambda inner: b"Rar!\x1a\x07\x01\x00" + inner, "RAR archive"),
-    "cab": (lambda inner: b"MSCF\x00\x00\x00\x00" + struct.pack("<I", 36 + len(inner)) + bytes(24) + inner, "cabinet"),
-    "ar": (
-        lambda inner: b"!<arch>\n" + b"data.pkl/       0     0     0     644     %-10d`\n" % len(inner) + inner,
-        "ar",
-    ),
-    "cpio-binary": (lambda inner: b"\xc7\x71" + bytes(24) + b"data.pkl\x00\x00" + inner, "cpio"),
-}
-
-
 @pytest.mark.parametrize("kind", sorted(WRAPPERS))
 def test_an_archive_the_scanner_cannot_open_is_blocked(tmp_path: Path, kind: str) -> None:
     inner = _write(tmp_path, "inner/data.pkl", _evil_binary_pickle())
@@ -257,8 +219,8 @@ def test_a_v7_tar_of_pickles_is_not_silently_safe(tmp_path: Path) -> None:
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
         for name in ("storages", "tensors", "pickle"):
             info = tarfile.TarInfo(name)
-            info.size = len(_evil_pickle())
-            archive.addfile(info, io.BytesIO(_evil_pickle()))
+            info.size = len(text_evil_pickle())
+            archive.addfile(info, io.BytesIO(text_evil_pickle()))
     raw = bytearray(buffer.getvalue())
     raw[257:265] = bytes(8)  # no magic, no version: a V7 header
     raw[148:156] = b"        "
@@ -349,7 +311,7 @@ def test_an_image_that_is_also_a_zip_is_blocked(tmp_path: Path) -> None:
     """A PNG whose last chunk hides a ZIP end record: zipfile (e.g. Keras' reader) opens the pickle."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("data.pkl", _evil_pickle())
+        archive.writestr("data.pkl", text_evil_pickle())
     image = samples.png()
     body = image[:-12]  # before IEND
     zip_bytes = buffer.getvalue()
@@ -380,37 +342,6 @@ def test_inert_binaries_hiding_a_zip_or_hdf5_are_not_inert() -> None:
 
 # --- malformed safetensors: each variant is safetensors.malformed ----------------------------------
 
-_HEADER = b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'
-
-
-def _st(length: int, header: bytes, data: bytes = bytes(8)) -> bytes:
-    return struct.pack("<Q", length) + header + data
-
-
-def _tensors(*entries: tuple[str, str, list[int], list[int]]) -> bytes:
-    """A safetensors file from raw (quoted name, dtype, shape, offsets) entries, 8 data bytes."""
-    parts = [
-        f'{name}:{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offsets}}}'
-        for name, dtype, shape, offsets in entries
-    ]
-    header = ("{" + ",".join(parts) + "}").replace(" ", "").encode()
-    return _st(len(header), header)
-
-
-MALFORMED_SAFETENSORS = {
-    "absurd-length": _st(1 << 62, _HEADER),
-    "length-past-end": _st(len(_HEADER) + 100, _HEADER),
-    "big-endian-length": struct.pack(">Q", len(_HEADER)) + _HEADER + bytes(8),
-    "header-not-json": _st(12, b"{not-json!!}"),
-    "header-not-json-quoted": _st(len(_HEADER), _HEADER[:-1] + b"!"),
-    "header-not-utf8": _st(len(_HEADER), _HEADER.replace(b'"w"', b'"\xff"')),
-    "header-lone-surrogate": _st(len(_HEADER) + 10, _HEADER.replace(b'"w"', b'"\\ud800w"') + b"    "),
-    "overlapping-offsets": _tensors(('"a"', "F32", [2], [0, 8]), ('"b"', "F32", [1], [4, 8])),
-    "offsets-out-of-range": _tensors(('"w"', "F32", [2], [4, 12])),
-    "trailing-bytes": _st(len(_HEADER), _HEADER, bytes(12)),
-    "duplicate-keys": _tensors(('"w"', "F32", [2], [0, 8]), ('"w"', "F32", [2], [0, 8])),
-}
-
 
 @pytest.mark.parametrize("variant", sorted(MALFORMED_SAFETENSORS))
 def test_malformed_safetensors_are_malformed_findings(tmp_path: Path, variant: str) -> None:
@@ -426,11 +357,13 @@ def test_malformed_safetensors_are_malformed_findings(tmp_path: Path, variant: s
 @pytest.mark.parametrize(
     "data",
     [
-        _st(len(_HEADER), _HEADER),
-        _st(len(_HEADER) + 1, b"{\t" + _HEADER[1:]),
-        _st(len(_HEADER) + 2, b"\n " + _HEADER),  # serde skips leading whitespace too
-        _st(len(_HEADER) + 6, _HEADER + b"      "),  # padding spaces, as the writer aligns headers
-        _st(26, b'{"__metadata__":{"a":"b"}}', b""),
+        raw_safetensors(len(SAFETENSORS_HEADER), SAFETENSORS_HEADER),
+        raw_safetensors(len(SAFETENSORS_HEADER) + 1, b"{\t" + SAFETENSORS_HEADER[1:]),
+        raw_safetensors(len(SAFETENSORS_HEADER) + 2, b"\n " + SAFETENSORS_HEADER),  # serde skips leading whitespace too
+        raw_safetensors(
+            len(SAFETENSORS_HEADER) + 6, SAFETENSORS_HEADER + b"      "
+        ),  # padding spaces, as the writer aligns headers
+        raw_safetensors(26, b'{"__metadata__":{"a":"b"}}', b""),
     ],
 )
 def test_well_formed_safetensors_neighbours_pass(tmp_path: Path, data: bytes) -> None:
@@ -450,9 +383,9 @@ def _blocking(data: bytes, name: str) -> set[str]:
 
 
 def test_truncated_gguf_is_malformed() -> None:
-    from tests.scan_corpus import _BENIGN_TEMPLATE, _gguf
+    from tests.helpers.scan_corpus import BENIGN_TEMPLATE, gguf_file
 
-    good = _gguf(template=_BENIGN_TEMPLATE)
+    good = gguf_file(template=BENIGN_TEMPLATE)
     assert scan_bytes(good, "model.gguf").verdict == "safe"
     for cut in (4, 7, 8, 20, 24, len(good) // 2, len(good) - 40):
         assert "gguf.malformed" in _blocking(good[:cut], "model.gguf"), cut
@@ -531,7 +464,7 @@ def test_identify_names_every_kind() -> None:
 
 
 def test_cli_exits_1_with_the_rule_id(tmp_path: Path) -> None:
-    path = _write(tmp_path, "weights.7z", _seven_zip(_evil_pickle()))
+    path = _write(tmp_path, "weights.7z", seven_zip(text_evil_pickle()))
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
     done = subprocess.run([str(MODELGATE), "scan", str(path)], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr

@@ -13,7 +13,7 @@ import pytest
 from modelgate import services
 from modelgate.errors import ServiceError
 from modelgate.settings import load_settings
-from tests.conftest import free_port
+from tests.helpers.ports import free_port
 
 
 @pytest.fixture
@@ -22,6 +22,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "home"
 
 
+@pytest.mark.services
 def test_prefect_server_starts_idempotently_and_stops(isolated_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODELGATE_PREFECT_PORT", str(free_port()))
     settings = load_settings()

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import chromium, literal, require_chromium
-from tests.conftest import REPO, free_port
+from tests.helpers.browser import chromium, literal, require_chromium
+from tests.helpers.marks import starts_server
+from tests.helpers.paths import REPO
+from tests.helpers.ports import free_port
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -35,6 +37,7 @@ def browser() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
+@starts_server
 def served(browser: tuple[str, str], prefect_server: str) -> Iterator[str]:
     """`modelgate serve --background` against the session's Prefect server; stopped like `services down` does."""
     from modelgate import services

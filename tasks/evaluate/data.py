@@ -9,7 +9,6 @@ so an evaluation never runs on data that would make its numbers meaningless.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from modelgate.evidence import sha256_bytes
 from tasks.evaluate.png import PngError, decode_png
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ def _shape(shape: Sequence[int]) -> str:
 
 def _summary(ref: str, fmt: str, x: np.ndarray, y: np.ndarray, names: tuple[str, ...]) -> dict[str, Any]:
     counts = np.bincount(y, minlength=len(names))
-    digest = hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes() + y.astype(np.int64).tobytes())
+    digest = sha256_bytes(np.ascontiguousarray(x, np.float32).tobytes() + y.astype(np.int64).tobytes())
     return {
         "source": ref,
         "format": fmt,
@@ -281,5 +281,5 @@ def _summary(ref: str, fmt: str, x: np.ndarray, y: np.ndarray, names: tuple[str,
         "min_per_class": int(counts.min()),
         "shape": [int(s) for s in x.shape[1:]],
         "value_range": [float(x.min()), float(x.max())],
-        "digest": "sha256:" + digest.hexdigest(),
+        "digest": digest,
     }

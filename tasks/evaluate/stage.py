@@ -5,16 +5,14 @@ second opinion the policy can weigh, never a veto); ``adversarial_stage`` runs P
 safetensors through the adapters, validate the evaluation data first, record the device, and write
 their artifacts (trigger PNGs, the norms table, the robustness CSV) under ``out_dir``. A model the
 image evaluations cannot run on is ``skipped`` with the reason; bad evaluation data is an ``error``
-with a one-line reason; a crash is ``error`` evidence (the gate fails closed on both).
+with a one-line reason; a crash is ``error`` evidence (the gate fails closed on both): the contract
+of ``tasks/evaluate/harness.py``, which every evaluation, security or privacy, runs under.
 """
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import math
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,20 +20,24 @@ import numpy as np
 import yaml
 from prefect import task
 
-from modelgate.evidence import StageEvidence, Status, run_stage
-from tasks.evaluate.adapters import (
-    ModelInfo,
-    NotEvaluable,
-    describe_model,
-    image_classifier_refusal,
-    load_image_classifier,
-)
+from modelgate.evidence import StageEvidence, Status
+from tasks.evaluate.adapters import ModelInfo, load_image_classifier
 from tasks.evaluate.adversarial import PGDConfig, RobustnessReport, eps_key, evaluate_robustness
 from tasks.evaluate.backdoor import NeuralCleanseConfig, NeuralCleanseResult, neural_cleanse
-from tasks.evaluate.data import EvalData, EvalDataError, load_eval_data, per_class
-from tasks.evaluate.device import describe_device, select_device
+from tasks.evaluate.data import EvalData, load_eval_data, per_class
+from tasks.evaluate.harness import (
+    file_digest,
+    guarded,
+    image_classifier_info,
+    opened_evidence,
+    output_dir,
+    require_eval_data,
+    section_params,
+    stage_device,
+)
 from tasks.evaluate.mmbd import MMBDConfig, MMBDResult, mmbd
 from tasks.evaluate.png import encode_png
+from tasks.params import check_params_file
 
 if TYPE_CHECKING:
     import torch
@@ -68,8 +70,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
 def load_params(path: str | Path | None = None) -> dict[str, Any]:
     """The ``evaluate:`` section of ``params.yaml`` (the project's by default) over the built-in defaults;
     the whole file is checked strictly first (tasks/params.py)."""
-    from tasks.params import check_params_file
-
     file = check_params_file(path)
     section: dict[str, Any] = {}
     if file.is_file():
@@ -78,58 +78,35 @@ def load_params(path: str | Path | None = None) -> dict[str, Any]:
 
 
 def merge_params(params: Mapping[str, Any] | None, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``base`` (the defaults) overridden section by section: a partial ``pgd:`` keeps the other pgd values."""
-    merged = copy.deepcopy(dict(base if base is not None else DEFAULT_PARAMS))
-    for key, value in (params or {}).items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
+    """``base`` (the defaults) overridden section by section: a partial ``pgd:`` keeps the other pgd values.
+
+    The harness's ``section_params`` with ``params`` as the section; kept for the DVC stages' callers.
+    """
+    return section_params(params, None, base if base is not None else DEFAULT_PARAMS)
 
 
 def backdoor_stage(
     model_dir: str | Path, eval_data: str, params: Mapping[str, Any] | None = None, out_dir: str | Path | None = None
 ) -> StageEvidence:
     """Neural Cleanse + MM-BD on an image classifier; ``fail`` when Neural Cleanse flags a label."""
-    return _guarded(BACKDOOR, lambda: _backdoor(Path(model_dir), eval_data, merge_params(params), _out(out_dir)))
+    return guarded(BACKDOOR, lambda: _backdoor(Path(model_dir), eval_data, merge_params(params), output_dir(out_dir)))
 
 
 def adversarial_stage(
     model_dir: str | Path, eval_data: str, params: Mapping[str, Any] | None = None, out_dir: str | Path | None = None
 ) -> StageEvidence:
     """PGD L-inf/L2 robustness at the configured epsilons; ``pass`` when it ran (the policy judges the figures)."""
-    return _guarded(ADVERSARIAL, lambda: _adversarial(Path(model_dir), eval_data, merge_params(params), _out(out_dir)))
-
-
-def _out(out_dir: str | Path | None) -> Path:
-    return Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="modelgate-eval-"))
-
-
-def _guarded(stage: str, body: Callable[[], StageEvidence]) -> StageEvidence:
-    """Refusals become ``skipped``, data problems ``error`` with their one line, crashes ``error``."""
-
-    def run() -> StageEvidence:
-        try:
-            return body()
-        except NotEvaluable as exc:
-            return StageEvidence(stage=stage, status=Status.SKIPPED, reason=str(exc))
-        except EvalDataError as exc:
-            return StageEvidence(stage=stage, status=Status.ERROR, reason=str(exc))
-
-    return run_stage(stage, run)
+    return guarded(
+        ADVERSARIAL, lambda: _adversarial(Path(model_dir), eval_data, merge_params(params), output_dir(out_dir))
+    )
 
 
 def _prepare(
     stage: str, model_dir: Path, eval_data: str, params: dict[str, Any], min_per_class: int
 ) -> tuple[ModelInfo, EvalData, nn.Module, torch.device, StageEvidence]:
     """Refuse what cannot be evaluated, validate the data, then load the model on the chosen device."""
-    info = describe_model(model_dir)
-    refusal = image_classifier_refusal(info)
-    if refusal:
-        raise NotEvaluable(refusal)
-    if not eval_data:
-        raise NotEvaluable("no evaluation data named in the request")
+    info = image_classifier_info(model_dir)
+    require_eval_data(eval_data)
     assert info.input_shape is not None
     data = load_eval_data(
         eval_data,
@@ -138,18 +115,11 @@ def _prepare(
         label_names=info.label_names,
         min_per_class=min_per_class,
     )
-    device = select_device(str(params.get("device", "auto")))
+    device = stage_device(params)
     model, _ = load_image_classifier(model_dir, device)
-    device_info = describe_device(device)
-    evidence = StageEvidence(stage=stage, status=Status.PASS)
-    evidence.inputs = {"eval_data": data.summary["digest"], "config.json": _digest(model_dir / "config.json")}
-    evidence.tools = {"torch": device_info["torch"], "device": device_info["device"]}
-    evidence.details = {"model": info.to_dict(), "eval_data": data.summary, "device": device_info}
+    inputs = {"eval_data": data.summary["digest"], "config.json": file_digest(model_dir / "config.json")}
+    evidence = opened_evidence(stage, device, inputs, {"model": info.to_dict(), "eval_data": data.summary})
     return info, data, model, device, evidence
-
-
-def _digest(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _backdoor(model_dir: Path, eval_data: str, params: dict[str, Any], out_dir: Path) -> StageEvidence:

@@ -95,6 +95,7 @@ class CanarySplit:
     held_out_x: torch.Tensor
     held_out_y: torch.Tensor
     design: dict[str, Any]
+    strata: np.ndarray  # each canary's true class: the audit reports the amplification per class too
 
 
 def make_image_canaries(
@@ -137,6 +138,7 @@ def make_image_canaries(
         data.x[order[:held]],
         data.y[order[:held]],
         design,
+        true.astype(np.int64),
     )
 
 

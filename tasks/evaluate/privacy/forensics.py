@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ import numpy as np
 
 from modelgate.evidence import StageEvidence, Status
 from tasks.evaluate.adapters import INDEX_FILE, WEIGHTS_FILE, NotEvaluable, describe_model
+from tasks.evaluate.harness import file_digest, guarded, refuse_unknown, section_params
 
 if TYPE_CHECKING:
     import torch
@@ -187,26 +189,24 @@ def forensics_stage(
 
     ``params`` is the ``evaluate:`` section (its ``forensics`` mapping is used) or the forensics mapping itself.
     """
-    from tasks.evaluate.stage import _guarded
-
-    section = _section(params)
-    return _guarded(FORENSICS, lambda: _forensics(model_dir, reference_dir, section, out_dir))
+    section = forensics_params(params)
+    return guarded(FORENSICS, lambda: _forensics(model_dir, reference_dir, section, out_dir))
 
 
-def _section(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    given = dict((params or {}).get(FORENSICS, params or {}))
-    unknown = sorted(set(given) - set(DEFAULT_FORENSICS_PARAMS) - {"device"})
-    if unknown:
-        raise ValueError(f"forensics: unknown parameter {unknown[0]!r}")
-    return {**DEFAULT_FORENSICS_PARAMS, **given}
+def forensics_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``forensics`` section (given alone or inside the ``evaluate:`` settings) over the defaults.
+
+    An unknown parameter is a ``ValueError`` raised to the caller (a typo must not quietly keep a default).
+    """
+    name = FORENSICS if FORENSICS in (params or {}) else None
+    section = section_params(params, name, DEFAULT_FORENSICS_PARAMS)
+    refuse_unknown(section, DEFAULT_FORENSICS_PARAMS, FORENSICS, also=("device",))
+    return section
 
 
 def _forensics(
     model_dir: str | Path | None, reference_dir: str | Path | None, section: dict[str, Any], out_dir: str | Path | None
 ) -> StageEvidence:
-    import hashlib
-    import time
-
     if not reference_dir:
         return StageEvidence(stage=FORENSICS, status=Status.SKIPPED, reason=NO_REFERENCE)
     if not model_dir:
@@ -238,7 +238,7 @@ def _forensics(
         "forensics.flagged": flagged,
     }
     evidence.inputs = {
-        f"{label}:{f.name}": "sha256:" + hashlib.sha256(f.read_bytes()).hexdigest()
+        f"{label}:{f.name}": file_digest(f)
         for label, folder in (("candidate", cand_dir), ("reference", ref_dir))
         for f in sorted(set(tensor_files(folder).values()))
     }
@@ -309,6 +309,7 @@ __all__ = [
     "DEFAULT_FORENSICS_PARAMS",
     "FORENSICS",
     "architecture_mismatch",
+    "forensics_params",
     "forensics_rows",
     "forensics_stage",
     "tensor_files",

@@ -19,8 +19,6 @@ right class.
 from __future__ import annotations
 
 import base64
-import copy
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -30,9 +28,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modelgate.evidence import StageEvidence, Status
-from tasks.evaluate.adapters import NotEvaluable, describe_model, image_classifier_refusal, load_image_classifier
+from tasks.evaluate.adapters import load_image_classifier
 from tasks.evaluate.data import load_eval_data
-from tasks.evaluate.device import describe_device, frozen, select_device
+from tasks.evaluate.device import frozen
+from tasks.evaluate.harness import (
+    file_digest,
+    guarded,
+    image_classifier_info,
+    opened_evidence,
+    output_dir,
+    section_params,
+    stage_device,
+)
 from tasks.evaluate.png import encode_png
 from tasks.evaluate.privacy.mia import cpu_threads
 
@@ -192,11 +199,6 @@ def preview(image: torch.Tensor, scale: int = PREVIEW_SCALE) -> np.ndarray:
     return pixels.repeat(scale, axis=0).repeat(scale, axis=1)
 
 
-def inversion_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The ``inversion:`` section of the evaluate params over ``DEFAULT_INVERSION_PARAMS``."""
-    return {**copy.deepcopy(DEFAULT_INVERSION_PARAMS), **dict((params or {}).get(INVERSION) or {})}
-
-
 def inversion_stage(
     model_dir: str | Path, eval_data: str, params: Mapping[str, Any] | None = None, out_dir: str | Path | None = None
 ) -> StageEvidence:
@@ -204,40 +206,31 @@ def inversion_stage(
 
     ``eval_data`` is optional here: without it the inversions start from gray and no similarity is measured.
     """
-    from tasks.evaluate.stage import _guarded, _out  # here: stage.py may import this module
-
-    return _guarded(INVERSION, lambda: _inversion(Path(model_dir), eval_data, params or {}, _out(out_dir)))
+    return guarded(INVERSION, lambda: _inversion(Path(model_dir), eval_data, params or {}, output_dir(out_dir)))
 
 
 def _inversion(model_dir: Path, eval_data: str, params: Mapping[str, Any], out_dir: Path) -> StageEvidence:
-    config = InversionConfig.from_params(inversion_params(params))
-    info = describe_model(model_dir)
-    refusal = image_classifier_refusal(info)
-    if refusal:
-        raise NotEvaluable(refusal)
+    config = InversionConfig.from_params(section_params(params, INVERSION, DEFAULT_INVERSION_PARAMS))
+    info = image_classifier_info(model_dir)
     assert info.input_shape is not None and info.num_classes is not None
     data = None
     if eval_data:
         data = load_eval_data(
             eval_data, input_shape=info.input_shape, num_classes=info.num_classes, label_names=info.label_names
         )
-    device = select_device(str(params.get("device", "auto")))
+    device = stage_device(params)
     model, _ = load_image_classifier(model_dir, device)
     with cpu_threads(device, config.cpu_threads):
         result = invert(
             model, info.num_classes, info.input_shape, config, device, (data.x, data.y) if data is not None else None
         )
     names = data.label_names if data is not None else info.label_names or tuple(str(k) for k in range(info.num_classes))
-    device_info = describe_device(device)
-    evidence = StageEvidence(stage=INVERSION, status=Status.PASS)
-    evidence.inputs = {"config.json": "sha256:" + hashlib.sha256((model_dir / "config.json").read_bytes()).hexdigest()}
+    inputs = {"config.json": file_digest(model_dir / "config.json")}
     if data is not None:
-        evidence.inputs["eval_data"] = data.summary["digest"]
-    evidence.tools = {
-        "torch": device_info["torch"],
-        "device": device_info["device"],
-        "inversion": "modelgate batched class inversion (Fredrikson et al. 2015)",
-    }
+        inputs["eval_data"] = data.summary["digest"]
+    summary = data.summary if data is not None else None
+    evidence = opened_evidence(INVERSION, device, inputs, {"model": info.to_dict(), "eval_data": summary})
+    evidence.tools["inversion"] = "modelgate batched class inversion (Fredrikson et al. 2015)"
     artifacts = _write_artifacts(out_dir / INVERSION, result)
     rows = _rows(result, names, artifacts["classes"])
     evidence.metrics = {
@@ -255,15 +248,9 @@ def _inversion(model_dir: Path, eval_data: str, params: Mapping[str, Any], out_d
                 f"{INVERSION}.nearest_class_rate": round(float((nearest == np.arange(len(own))).mean()), 6),
             }
         )
-    evidence.details = {
-        "model": info.to_dict(),
-        "eval_data": data.summary if data is not None else None,
-        "device": device_info,
-        "config": config.to_dict(),
-        "classes": rows,
-        "seconds": round(result.seconds, 3),
-        "artifacts": artifacts,
-    }
+    evidence.details.update(
+        {"config": config.to_dict(), "classes": rows, "seconds": round(result.seconds, 3), "artifacts": artifacts}
+    )
     return evidence
 
 
@@ -345,6 +332,5 @@ __all__ = [
     "invert",
     "invert_classes",
     "inversion_markdown",
-    "inversion_params",
     "inversion_stage",
 ]

@@ -21,7 +21,6 @@ the policy judges the figures.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -36,7 +35,16 @@ import numpy as np
 from modelgate.evidence import StageEvidence, Status
 from tasks.evaluate.adapters import TEXT_GENERATION, NotEvaluable, describe_model
 from tasks.evaluate.data import EvalDataError
-from tasks.evaluate.device import describe_device, select_device
+from tasks.evaluate.harness import (
+    file_digest,
+    guarded,
+    opened_evidence,
+    output_dir,
+    refuse_unknown,
+    require_eval_data,
+    section_params,
+    stage_device,
+)
 from tasks.evaluate.privacy.lm import (
     FinetuneRecipe,
     TextCodec,
@@ -49,7 +57,6 @@ from tasks.evaluate.privacy.lm import (
     text_summary,
 )
 from tasks.evaluate.privacy.pii import PII_TYPES, find_pii, hit_hashes, redact
-from tasks.evaluate.stage import _guarded, _out, merge_params
 
 if TYPE_CHECKING:
     import torch
@@ -284,45 +291,33 @@ def leakage_stage(
     reference_dir: str | Path | None = None,
 ) -> StageEvidence:
     """Canary exposure (candidate, and reference when named) and PII completion probing of a causal LM."""
-    merged = merge_params(params, DEFAULT_LEAKAGE_PARAMS)
-    return _guarded(LEAKAGE, lambda: _leakage(Path(model_dir), eval_data, merged, _out(out_dir), reference_dir))
+    merged = section_params(params, None, DEFAULT_LEAKAGE_PARAMS)
+    return guarded(LEAKAGE, lambda: _leakage(Path(model_dir), eval_data, merged, output_dir(out_dir), reference_dir))
 
 
 def _leakage(
     model_dir: Path, eval_data: str, params: dict[str, Any], out_dir: Path, reference_dir: str | Path | None
 ) -> StageEvidence:
-    unknown = sorted(set(params) - set(DEFAULT_LEAKAGE_PARAMS))
-    if unknown:
-        raise ValueError(f"leakage params: unknown parameter {unknown[0]!r}")
+    refuse_unknown(params, DEFAULT_LEAKAGE_PARAMS, "leakage params")
     info = describe_model(model_dir)
     if info.task != TEXT_GENERATION:
         raise NotEvaluable(
             f"{info.architecture} is a {info.task} model; the leakage evaluations need a text-generation model"
         )
-    if not eval_data:
-        raise NotEvaluable("no evaluation text named in the request (the exposure fine-tune needs ordinary text)")
+    require_eval_data(eval_data, "no evaluation text named in the request (the exposure fine-tune needs ordinary text)")
     texts = load_text_data(eval_data, min_records=int(params["min_records"]))
     reference = _reference(reference_dir) if reference_dir else None
-    device = select_device(str(params.get("device", "auto")))
+    device = stage_device(params)
     model, codec = load_lm(model_dir, device)
     key = os.environ.get(HASH_KEY_ENV, "").encode() or None
-    device_info = describe_device(device)
     summary = text_summary(eval_data, texts)
-    evidence = StageEvidence(stage=LEAKAGE, status=Status.PASS)
-    evidence.inputs = {
-        "eval_data": summary["digest"],
-        "config.json": _digest(model_dir / "config.json"),
-    }
-    evidence.tools = {"torch": device_info["torch"], "device": device_info["device"], "tokenizer": codec.name}
+    inputs = {"eval_data": summary["digest"], "config.json": file_digest(model_dir / "config.json")}
+    evidence = opened_evidence(LEAKAGE, device, inputs, {"model": info.to_dict(), "eval_data": summary})
+    evidence.tools["tokenizer"] = codec.name
     evidence.tools["exposure"] = "modelgate (Carlini et al. 2019, The Secret Sharer)"
     evidence.tools["pii_probe"] = "modelgate regex + Luhn detectors"
-    evidence.details = {
-        "model": info.to_dict(),
-        "eval_data": summary,
-        "device": device_info,
-        "params": _public_params(params),
-        "hash": "hmac-sha256" if key else "sha256",
-    }
+    evidence.details["params"] = _public_params(params)
+    evidence.details["hash"] = "hmac-sha256" if key else "sha256"
     folder = out_dir / LEAKAGE
     folder.mkdir(parents=True, exist_ok=True)
     metrics: dict[str, Any] = {}
@@ -356,7 +351,7 @@ def _leakage(
             )
             exposure_details["reference"] = ref.rows()
             exposure_details["reference_model"] = ref_info
-            evidence.inputs["reference/config.json"] = _digest(ref_dir / "config.json")
+            evidence.inputs["reference/config.json"] = file_digest(ref_dir / "config.json")
             rows += [{"model": "reference", **r} for r in ref.rows()]
         artifacts["exposure_csv"] = str(_write_csv(folder / "exposure.csv", rows))
         evidence.details["exposure"] = exposure_details
@@ -448,10 +443,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def _digest(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _round(value: float) -> float:

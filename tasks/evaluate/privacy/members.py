@@ -11,7 +11,6 @@ way). Data that does not say (a folder of images, an ``.npz`` without ``member``
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from modelgate.evidence import sha256_bytes
 from tasks.evaluate.adapters import NotEvaluable
 from tasks.evaluate.data import BUILTINS, EvalDataError, load_eval_data
 
@@ -146,7 +146,7 @@ def _validate(ref: str, x: np.ndarray, y: np.ndarray, member: np.ndarray, shape:
 
 
 def _summary(ref: str, fmt: str, x: np.ndarray, y: np.ndarray, member: np.ndarray) -> dict[str, Any]:
-    digest = hashlib.sha256(
+    digest = sha256_bytes(
         np.ascontiguousarray(x, np.float32).tobytes() + y.astype(np.int64).tobytes() + member.astype(np.uint8).tobytes()
     )
     return {
@@ -156,7 +156,7 @@ def _summary(ref: str, fmt: str, x: np.ndarray, y: np.ndarray, member: np.ndarra
         "members": int(member.sum()),
         "non_members": int((~member).sum()),
         "shape": [int(s) for s in x.shape[1:]],
-        "digest": "sha256:" + digest.hexdigest(),
+        "digest": digest,
     }
 
 

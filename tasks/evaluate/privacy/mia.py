@@ -23,7 +23,6 @@ whose running statistics cannot update under vmap, train one after another inste
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -34,9 +33,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modelgate.evidence import StageEvidence, Status
-from tasks.evaluate.adapters import NotEvaluable, describe_model, image_classifier_refusal, load_image_classifier
-from tasks.evaluate.device import describe_device, select_device
+from modelgate.evidence import StageEvidence
+from tasks.evaluate.adapters import load_image_classifier
+from tasks.evaluate.harness import (
+    file_digest,
+    guarded,
+    image_classifier_info,
+    opened_evidence,
+    output_dir,
+    require_eval_data,
+    section_params,
+    stage_device,
+)
 from tasks.evaluate.privacy.members import MembershipData, load_membership_data
 from tasks.evaluate.privacy.metrics import AttackFigures, attack_figures
 from tasks.evaluate.privacy.rocplot import roc_png
@@ -250,8 +258,11 @@ def _has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) for m in model.modules())
 
 
-def _batches(in_mask: np.ndarray, recipe: ShadowRecipe, seed: int) -> list[torch.Tensor]:
-    """Per step, a ``(K, B)`` index tensor: each model's own shuffled training records, epoch after epoch."""
+def shadow_batches(in_mask: np.ndarray, recipe: ShadowRecipe, seed: int) -> list[torch.Tensor]:
+    """Per step, a ``(K, B)`` index tensor: each model's own shuffled training records, epoch after epoch.
+
+    Public so a test can replay the exact mini-batches of the batched training one model at a time.
+    """
     import torch
 
     generator = torch.Generator().manual_seed(seed)
@@ -284,7 +295,7 @@ def train_reference_models(
     from torch.func import functional_call, stack_module_state, vmap
 
     models = [m.to(x.device) for m in fresh_copies(template, len(in_mask), seed)]
-    steps = [s.to(x.device) for s in _batches(in_mask, recipe, seed)]
+    steps = [s.to(x.device) for s in shadow_batches(in_mask, recipe, seed)]
     if batched is None:
         batched = not _has_batch_norm(template)
     if not batched:
@@ -368,7 +379,7 @@ def lira_offline(
     phi_ref = logit_confidence(ref_logits, y).double().cpu().numpy()  # (K, N)
     own = target_logits if target_logits is not None else logits_of(target, x)
     phi_target = logit_confidence(own, y).double().cpu().numpy()
-    out = _out_selection(in_mask, out_count, config.seed)
+    out = out_selection(in_mask, out_count, config.seed)
     phi_out = np.where(out, phi_ref, np.nan)
     mu = np.nanmean(phi_out, axis=0)
     if config.fixed_variance:
@@ -384,20 +395,15 @@ def lira_offline(
     return LiraResult(scores, phi_target, mu, sigma, in_mask, accuracy, config, train_seconds, seconds, generic)
 
 
-def _out_selection(in_mask: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """``(K, N)``: for each record, exactly ``count`` of the models it was OUT for, chosen at random."""
+def out_selection(in_mask: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """``(K, N)``: for each record, exactly ``count`` of the models it was OUT for, chosen at random.
+
+    The same number of OUT models for every record keeps the estimator noise equal for members and non-members.
+    """
     rng = np.random.default_rng(seed + 1)
     keys = np.where(in_mask, np.inf, rng.random(in_mask.shape))
     rank = np.argsort(np.argsort(keys, axis=0), axis=0)
     return (rank < count) & ~in_mask
-
-
-def membership_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The ``membership:`` section of the evaluate params over ``DEFAULT_MEMBERSHIP_PARAMS`` (``shadow`` merged too)."""
-    section = dict((params or {}).get(MEMBERSHIP) or {})
-    merged = {**copy.deepcopy(DEFAULT_MEMBERSHIP_PARAMS), **section}
-    merged["shadow"] = {**DEFAULT_MEMBERSHIP_PARAMS["shadow"], **(section.get("shadow") or {})}
-    return merged
 
 
 def membership_stage(
@@ -408,26 +414,20 @@ def membership_stage(
     ``params`` are the evaluate params (``device`` and a ``membership:`` section). Skipped for a model
     that is not an image classifier or data that does not say which records were members.
     """
-    from tasks.evaluate.stage import _guarded, _out  # here: stage.py may import this module
-
-    return _guarded(MEMBERSHIP, lambda: _membership(Path(model_dir), eval_data, params or {}, _out(out_dir)))
+    return guarded(MEMBERSHIP, lambda: _membership(Path(model_dir), eval_data, params or {}, output_dir(out_dir)))
 
 
 def _membership(model_dir: Path, eval_data: str, params: Mapping[str, Any], out_dir: Path) -> StageEvidence:
-    section = membership_params(params)
-    info = describe_model(model_dir)
-    refusal = image_classifier_refusal(info)
-    if refusal:
-        raise NotEvaluable(refusal)
-    if not eval_data:
-        raise NotEvaluable("no evaluation data named in the request")
+    section = section_params(params, MEMBERSHIP, DEFAULT_MEMBERSHIP_PARAMS)
+    info = image_classifier_info(model_dir)
+    require_eval_data(eval_data)
     assert info.input_shape is not None and info.num_classes is not None
     data = load_membership_data(
         eval_data, input_shape=info.input_shape, num_classes=info.num_classes, label_names=info.label_names
     )
     data = cap_records(data, int(section["max_records"]), int(section["seed"]))
     config = LiraConfig.from_params(section)
-    device = select_device(str(params.get("device", "auto")))
+    device = stage_device(params)
     model, _ = load_image_classifier(model_dir, device)
     x, y, member = data.x.to(device), data.y.to(device), data.member.numpy()
     with cpu_threads(device, int(section["cpu_threads"])):
@@ -442,15 +442,10 @@ def _membership(model_dir: Path, eval_data: str, params: Mapping[str, Any], out_
 
     attacks = {"loss": figures(loss), "lira": replace(figures(lira.scores), extra=lira.summary())}
     correct = (target_logits.argmax(1) == y).cpu().numpy()
-    device_info = describe_device(device)
-    evidence = StageEvidence(stage=MEMBERSHIP, status=Status.PASS)
-    evidence.inputs = {"eval_data": data.summary["digest"], "config.json": _digest(model_dir / "config.json")}
-    evidence.tools = {
-        "torch": device_info["torch"],
-        "device": device_info["device"],
-        "loss_attack": "modelgate LOSS (Yeom et al. 2018)",
-        "lira": "modelgate offline LiRA, batched reference models (Carlini et al. 2022)",
-    }
+    inputs = {"eval_data": data.summary["digest"], "config.json": file_digest(model_dir / "config.json")}
+    evidence = opened_evidence(MEMBERSHIP, device, inputs, {"model": info.to_dict(), "eval_data": data.summary})
+    evidence.tools["loss_attack"] = "modelgate LOSS (Yeom et al. 2018)"
+    evidence.tools["lira"] = "modelgate offline LiRA, batched reference models (Carlini et al. 2022)"
     evidence.metrics = {
         **attacks["loss"].metrics(f"{MEMBERSHIP}.loss_"),
         **attacks["lira"].metrics(f"{MEMBERSHIP}.lira_"),
@@ -460,15 +455,14 @@ def _membership(model_dir: Path, eval_data: str, params: Mapping[str, Any], out_
         f"{MEMBERSHIP}.train_accuracy": round(float(correct[member].mean()), 6),
         f"{MEMBERSHIP}.test_accuracy": round(float(correct[~member].mean()), 6),
     }
-    evidence.details = {
-        "model": info.to_dict(),
-        "eval_data": data.summary,
-        "device": device_info,
-        "config": {k: v for k, v in section.items() if k != "device"},
-        "loss": attacks["loss"].to_dict(),
-        "lira": attacks["lira"].to_dict(),
-        "artifacts": write_membership_artifacts(out_dir / MEMBERSHIP, attacks, loss, lira.scores, member),
-    }
+    evidence.details.update(
+        {
+            "config": {k: v for k, v in section.items() if k != "device"},
+            "loss": attacks["loss"].to_dict(),
+            "lira": attacks["lira"].to_dict(),
+            "artifacts": write_membership_artifacts(out_dir / MEMBERSHIP, attacks, loss, lira.scores, member),
+        }
+    )
     return evidence
 
 
@@ -529,10 +523,6 @@ def write_membership_artifacts(
     return {"roc_csv": str(roc_csv), "roc_png": str(roc_image), "scores_csv": str(scores_csv)}
 
 
-def _digest(path: Path) -> str:
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 __all__ = [
     "DEFAULT_MEMBERSHIP_PARAMS",
     "LiraConfig",
@@ -547,9 +537,10 @@ __all__ = [
     "logit_confidence",
     "logits_of",
     "loss_scores",
-    "membership_params",
     "membership_stage",
+    "out_selection",
     "reference_logits",
+    "shadow_batches",
     "train_reference_models",
     "write_membership_artifacts",
 ]

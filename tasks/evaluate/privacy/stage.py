@@ -1,10 +1,10 @@
 """The privacy evaluations as Prefect tasks, each reading its own section of ``params.yaml``.
 
 One section per evaluation under ``evaluate:`` (``membership``, ``inversion``, ``privacy_audit``,
-``forensics``, ``leakage``) over the module's defaults, so a partial section in ``params.yaml``
-keeps the other values (membership and inversion pick their section themselves). The tasks carry
-the ``gpu`` tag like the security evaluations: a Prefect concurrency limit on that tag keeps one
-evaluation per GPU.
+``forensics``, ``leakage``) over the module's defaults, read by the harness's ``section_params``,
+so a partial section in ``params.yaml`` keeps the other values (membership and inversion pick
+their section themselves). The tasks carry the ``gpu`` tag like the security evaluations: a
+Prefect concurrency limit on that tag keeps one evaluation per GPU.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 from prefect import task
 
 from modelgate.evidence import StageEvidence
+from tasks.evaluate.harness import section_params
 from tasks.evaluate.privacy.audit import DEFAULT_AUDIT_PARAMS, privacy_audit_stage
 from tasks.evaluate.privacy.forensics import DEFAULT_FORENSICS_PARAMS, forensics_stage
 from tasks.evaluate.privacy.inversion import DEFAULT_INVERSION_PARAMS, inversion_stage
 from tasks.evaluate.privacy.leakage import DEFAULT_LEAKAGE_PARAMS, leakage_stage
 from tasks.evaluate.privacy.mia import DEFAULT_MEMBERSHIP_PARAMS, membership_stage
-from tasks.evaluate.stage import merge_params
 
 MEMBERSHIP, INVERSION, PRIVACY, FORENSICS, LEAKAGE = "membership", "inversion", "privacy", "forensics", "leakage"
 SECTIONS: dict[str, tuple[str, Mapping[str, Any]]] = {
@@ -31,16 +31,6 @@ SECTIONS: dict[str, tuple[str, Mapping[str, Any]]] = {
     FORENSICS: ("forensics", DEFAULT_FORENSICS_PARAMS),
     LEAKAGE: ("leakage", DEFAULT_LEAKAGE_PARAMS),
 }
-
-
-def section(settings: Mapping[str, Any], stage: str) -> dict[str, Any]:
-    """The stage's section of the evaluation settings over its defaults (nested dicts merged one level)."""
-    name, defaults = SECTIONS[stage]
-    given = settings.get(name) or {}
-    merged = merge_params(given, base=defaults)
-    if "device" in defaults and "device" in settings and "device" not in given:
-        merged["device"] = settings["device"]
-    return merged
 
 
 @task(name="eval-membership", task_run_name="eval-membership")
@@ -58,7 +48,8 @@ def privacy_task(
     model_dir: str, reference_dir: str | None, eval_data: str, settings: Mapping[str, Any], out_dir: str
 ) -> StageEvidence:
     reference = Path(reference_dir) if reference_dir else None
-    return privacy_audit_stage(Path(model_dir), reference, eval_data, section(settings, PRIVACY), Path(out_dir))
+    section = section_params(settings, *SECTIONS[PRIVACY])
+    return privacy_audit_stage(Path(model_dir), reference, eval_data, section, Path(out_dir))
 
 
 @task(name="eval-forensics", task_run_name="eval-forensics")
@@ -66,7 +57,7 @@ def forensics_task(
     model_dir: str, reference_dir: str | None, settings: Mapping[str, Any], out_dir: str
 ) -> StageEvidence:
     reference = Path(reference_dir) if reference_dir else None
-    return forensics_stage(Path(model_dir), reference, section(settings, FORENSICS), Path(out_dir))
+    return forensics_stage(Path(model_dir), reference, section_params(settings, *SECTIONS[FORENSICS]), Path(out_dir))
 
 
 @task(name="eval-leakage", task_run_name="eval-leakage")
@@ -74,4 +65,5 @@ def leakage_task(
     model_dir: str, reference_dir: str | None, eval_data: str, settings: Mapping[str, Any], out_dir: str
 ) -> StageEvidence:
     reference = Path(reference_dir) if reference_dir else None
-    return leakage_stage(Path(model_dir), eval_data, section(settings, LEAKAGE), Path(out_dir), reference_dir=reference)
+    section = section_params(settings, *SECTIONS[LEAKAGE])
+    return leakage_stage(Path(model_dir), eval_data, section, Path(out_dir), reference_dir=reference)

