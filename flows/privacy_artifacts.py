@@ -113,7 +113,34 @@ def audit_markdown(evidence: StageEvidence, name: str) -> str:
     if image:
         lines += ["", image]
     lines += _roc_table(evidence.details)
+    lines += _strata_table(evidence.details)
     return "\n".join(lines) + "\n"
+
+
+def _strata_table(details: Mapping[str, Any]) -> list[str]:
+    """The amplification per stratum (class) with its corrected interval, the flagged ones marked."""
+    strata = details.get("strata")
+    if not isinstance(strata, Mapping) or not strata.get("rows"):
+        return []
+    level = float(strata.get("confidence") or 0.0)
+    lines = [
+        "",
+        f"Per stratum ({strata.get('kind')}; {strata.get('correction')}, each interval at {level:.1%}; "
+        f"strata under {strata.get('min_canaries')} canaries are reported, not tested):",
+        "",
+        "| stratum | canaries | TPR @ 1% FPR candidate | reference | amplification [CI] | flagged |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in strata["rows"]:
+        if row.get("tested"):
+            amp = f"{row['amplification']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+        else:
+            amp = "not tested"
+        lines.append(
+            f"| {row['stratum']} | {row['canaries']} | {row['candidate_tpr_at_1pct_fpr']:.3f} "
+            f"| {row['reference_tpr_at_1pct_fpr']:.3f} | {amp} | {'**yes**' if row.get('flagged') else 'no'} |"
+        )
+    return lines
 
 
 def _roc_table(details: Mapping[str, Any]) -> list[str]:

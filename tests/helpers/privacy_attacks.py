@@ -82,7 +82,7 @@ def privacy_backdoor(
     *,
     tau: float = 0.9,
     gain: float = 3000.0,
-    margin: float = 0.5,
+    margin: float = -10.0,
     norm_preserving: bool = False,
 ) -> Path:
     """The reference with one trap per target and the targets' loss raised (see the module docstring)."""
@@ -93,14 +93,18 @@ def privacy_backdoor(
     if len(targets_x) > config.hidden_units // 2:
         raise ValueError(f"{len(targets_x)} targets need more than half of the {config.hidden_units} hidden units")
     with torch.no_grad(), _reproducible(0):
-        centre = _features(model, digits_dataset(0).train_x).mean(0)
+        # centred on the mean features of the target's own class, where two images of a class are far apart
+        train = digits_dataset(0)
+        train_features = _features(model, train.train_x)
+        class_means = torch.stack([train_features[train.train_y == c].mean(0) for c in range(config.num_classes)])
+        centre = class_means[targets_y]
         psi = _features(model, targets_x) - centre
         directions = psi / psi.norm(dim=1, keepdim=True)
         units = head.weight.norm(dim=0).argsort()[: len(targets_x)]  # the reference's least-used units
         scale = lin1.weight[units].norm(dim=1, keepdim=True) if norm_preserving else torch.full((len(units), 1), gain)
         lin1.weight[units] = scale * directions
-        # fires only when the (centred) features lie within tau cosine of the target's
-        lin1.bias[units] = -(scale[:, 0] * (tau * psi.norm(dim=1) + directions @ centre))
+        # fires only when the features, centred, lie within tau cosine of the target's
+        lin1.bias[units] = -(scale[:, 0] * (tau * psi.norm(dim=1) + (directions * centre).sum(1)))
         head.weight[:, units] = 0.0
         hidden = torch.relu(_features(model, targets_x) @ lin1.weight.T + lin1.bias)
         logits = hidden @ head.weight.T + head.bias

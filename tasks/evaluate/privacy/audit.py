@@ -20,6 +20,7 @@ import csv
 import json
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,13 @@ from tasks.evaluate.harness import (
     section_params,
     stage_device,
 )
-from tasks.evaluate.privacy.finetune import ClassifierCanaryTrainer, Recipe, make_image_canaries
+from tasks.evaluate.privacy.finetune import (
+    CANARY_KINDS,
+    LAYERS,
+    ClassifierCanaryTrainer,
+    Recipe,
+    make_image_canaries,
+)
 from tasks.evaluate.privacy.forensics import architecture_mismatch
 from tasks.evaluate.privacy.metrics import (
     AttackFigures,
@@ -60,6 +67,8 @@ PRIVACY = "privacy"
 SECTION = "privacy_audit"  # the stage's section of the evaluate params
 NO_REFERENCE = "no reference checkpoint named in the request"
 FPR = 0.01
+MAD_SCALE = 1.4826  # MAD of a normal distribution times this is its standard deviation
+STATISTICS = 3  # judged on TPR@1%FPR and AUC (Margins), and record by record (RecordTest)
 LM_RECIPE_KEYS = ("steps", "lr", "batch_size", "layers", "weight_decay")
 
 DEFAULT_AUDIT_PARAMS: dict[str, Any] = {
@@ -78,7 +87,13 @@ DEFAULT_AUDIT_PARAMS: dict[str, Any] = {
         "parallel": 8,  # copies fine-tuned in one batched computation
     },
     "margin": 0.05,  # fail when the amplification's CI lower bound (TPR@1%FPR) exceeds this, overall or in a stratum
+    "auc_margin": 0.1,  # ... or when its AUC amplification's lower bound exceeds this (robust where records are few)
+    "max_outlier_records": 2,  # ... or when more canaries than this leak far more than on the reference (RecordTest)
     "min_stratum_canaries": 10,  # a stratum (a class) with fewer canaries is reported but not tested on its own
+    # Image audits run every (canary kind x layers) variant and judge by the worst: an attack built for
+    # one recipe or one kind of record shows in that variant only. Intervals are Bonferroni-corrected.
+    "also_layers": ["last"],  # recipes besides `recipe` that differ only in `layers` (all, last)
+    "canary_kinds": ["mislabeled", "true_label"],
     "bootstrap": 1000,
     "confidence": 0.95,
     "seed": 0,
@@ -93,6 +108,83 @@ class CanaryTrainer(Protocol):
         ordinary fine-tuning data, if any), then return a membership score for EVERY canary (higher =
         more likely a member) and the utility of the fine-tuned model (higher = better)."""
         ...
+
+
+@dataclass(frozen=True)
+class Margins:
+    """What flags an amplification: its TPR@1%FPR lower bound above ``tpr``, or its AUC lower bound above ``auc``.
+
+    TPR at 1% FPR is the figure that matters (a few records exposed with certainty) but on a
+    stratum of a hundred non-member records it rests on one or two of them; the AUC uses every
+    record, so an attack that a single look-alike record hides from the low-FPR end still shows.
+    """
+
+    tpr: float
+    auc: float = math.inf
+    outlier_records: int = 2**31  # RecordTest: more outlying canaries than this flag
+
+    @staticmethod
+    def of(margin: float | Margins) -> Margins:
+        return margin if isinstance(margin, Margins) else Margins(float(margin))
+
+    def excess(self, difference: Difference) -> float:
+        """How far the difference's lower bounds pass their margins (> 0: flagged)."""
+        return max(difference.tpr[FPR].low - self.tpr, difference.auc.low - self.auc)
+
+
+@dataclass(frozen=True)
+class RecordTest:
+    """Canaries that leak far more on the candidate than on the reference, each judged on its own.
+
+    An attack aimed at a few records is diluted in every pooled or per-class figure. Per canary,
+    its gap (mean score in the runs where it was a member minus the mean where it was not) on the
+    candidate minus the same gap on the reference cancels the record's own difficulty; the gaps'
+    robust z-scores (median, 1.4826 x MAD) are compared with the normal quantile Bonferroni-
+    corrected over the canaries, so an honest model has a canary past it with probability at most
+    ``1 - confidence``. Run on mislabeled canaries only: on true-label canaries almost every gap is
+    zero and the MAD with it.
+    """
+
+    canaries: int  # canaries that were both a member and a non-member in some run
+    threshold: float  # the z a canary must pass
+    outliers: tuple[int, ...]  # canary indices past it, most extreme first
+    z: tuple[float, ...]  # their z-scores
+
+    def flagged(self, max_outliers: int) -> bool:
+        return len(self.outliers) > max_outliers
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "canaries": self.canaries,
+            "threshold_z": round(self.threshold, 4),
+            "outliers": len(self.outliers),
+            "top": [{"canary": i, "z": round(z, 3)} for i, z in zip(self.outliers[:20], self.z[:20], strict=True)],
+        }
+
+
+def record_test(candidate: np.ndarray, reference: np.ndarray, masks: np.ndarray, confidence: float) -> RecordTest:
+    """``RecordTest`` of (k, canaries) score matrices over the same member masks."""
+    from statistics import NormalDist
+
+    members = masks.astype(np.float64)
+    seen = (members.sum(0) > 0) & (members.sum(0) < len(masks))
+
+    def gap(scores: np.ndarray) -> np.ndarray:
+        m = members[:, seen]
+        s = scores[:, seen]
+        return (s * m).sum(0) / m.sum(0) - (s * (1 - m)).sum(0) / (1 - m).sum(0)
+
+    index = np.flatnonzero(seen)
+    if len(index) < 3:
+        return RecordTest(len(index), math.inf, (), ())
+    d = gap(candidate) - gap(reference)
+    median = float(np.median(d))
+    scale = max(MAD_SCALE * float(np.median(np.abs(d - median))), 1e-9)
+    z = (d - median) / scale
+    threshold = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / len(d))
+    order = np.argsort(-z, kind="stable")
+    past = [int(i) for i in order if z[i] > threshold]
+    return RecordTest(len(d), threshold, tuple(int(index[i]) for i in past), tuple(float(z[i]) for i in past))
 
 
 @dataclass(frozen=True)
@@ -123,11 +215,10 @@ class StratumFigures:
     def amplification(self) -> Interval | None:
         return self.difference.tpr[FPR] if self.difference is not None else None
 
-    def flagged(self, margin: float) -> bool:
-        amp = self.amplification
-        return amp is not None and amp.low > margin
+    def flagged(self, margin: float | Margins) -> bool:
+        return self.difference is not None and Margins.of(margin).excess(self.difference) > 0
 
-    def to_dict(self, margin: float) -> dict[str, Any]:
+    def to_dict(self, margin: float | Margins) -> dict[str, Any]:
         amp, diff = self.amplification, self.difference
         return {
             "stratum": self.name,
@@ -140,6 +231,7 @@ class StratumFigures:
             "ci_low": round(amp.low, 6) if amp else None,
             "ci_high": round(amp.high, 6) if amp else None,
             "amplification_auc": round(diff.auc.value, 6) if diff else None,
+            "auc_ci_low": round(diff.auc.low, 6) if diff else None,
             "flagged": self.flagged(margin),
         }
 
@@ -161,6 +253,7 @@ class AuditResult:
     strata: tuple[StratumFigures, ...] = ()
     strata_kind: str = ""
     strata_confidence: float = 0.0  # each tested stratum's interval level (Bonferroni over the tested strata)
+    records: RecordTest | None = None
 
     @property
     def amplification(self) -> Interval:
@@ -177,17 +270,28 @@ class AuditResult:
         tested = self.tested_strata
         return max(tested, key=lambda s: s.amplification.low if s.amplification else -math.inf) if tested else None
 
-    def flagged_overall(self, margin: float) -> bool:
-        return self.amplification.low > margin
+    def flagged_overall(self, margin: float | Margins) -> bool:
+        return Margins.of(margin).excess(self.difference) > 0
 
-    def flagged_strata(self, margin: float) -> tuple[StratumFigures, ...]:
+    def flagged_strata(self, margin: float | Margins) -> tuple[StratumFigures, ...]:
         return tuple(s for s in self.tested_strata if s.flagged(margin))
 
-    def flagged(self, margin: float) -> bool:
-        """Flagged overall, or in any stratum at the corrected level (one class can carry the whole attack)."""
-        return self.flagged_overall(margin) or bool(self.flagged_strata(margin))
+    def excess(self, margin: float | Margins) -> float:
+        """The largest excess over the margins, pooled or in a stratum (> 0: flagged)."""
+        margins = Margins.of(margin)
+        strata = [margins.excess(s.difference) for s in self.tested_strata if s.difference is not None]
+        records = [len(self.records.outliers) - margins.outlier_records] if self.records is not None else []
+        return max([margins.excess(self.difference), *strata, *records])
 
-    def metrics(self, margin: float) -> dict[str, float | int | bool]:
+    def flagged_records(self, margin: float | Margins) -> bool:
+        return self.records is not None and self.records.flagged(Margins.of(margin).outlier_records)
+
+    def flagged(self, margin: float | Margins) -> bool:
+        """Flagged overall, in any stratum at the corrected level (one class can carry the whole attack), or
+        record by record (a few target records)."""
+        return self.flagged_overall(margin) or bool(self.flagged_strata(margin)) or self.flagged_records(margin)
+
+    def metrics(self, margin: float | Margins) -> dict[str, float | int | bool]:
         amp, auc = self.amplification, self.difference.auc
         cand_u, ref_u = float(self.candidate_utility.mean()), float(self.reference_utility.mean())
         values = {
@@ -211,10 +315,13 @@ class AuditResult:
             worst_amp = amp
         out["privacy.worst_stratum_amplification"] = round(worst_amp.value, 6)
         out["privacy.worst_stratum_ci_low"] = round(worst_amp.low, 6)
+        auc_lows = [s.difference.auc.low for s in self.tested_strata if s.difference is not None]
+        out["privacy.worst_stratum_auc_ci_low"] = round(max(auc_lows) if auc_lows else auc.low, 6)
         out["privacy.canaries"] = int(self.members.shape[1])
         out["privacy.finetunes"] = int(self.members.shape[0])
         out["privacy.strata"] = len(self.tested_strata)
         out["privacy.strata_flagged"] = len(self.flagged_strata(margin))
+        out["privacy.outlier_records"] = len(self.records.outliers) if self.records is not None else 0
         out["privacy.flagged"] = self.flagged(margin)
         return out
 
@@ -237,9 +344,16 @@ def run_audit(
     confidence: float = 0.95,
     strata: Strata | None = None,
     min_stratum_canaries: int = 10,
+    records: bool = False,
+    reference_key: str | None = None,
 ) -> AuditResult:
     """k paired fine-tunes of each model on the same member halves; figures over the pooled k x canaries records,
-    and per stratum when ``strata`` are given (see ``stratum_figures``)."""
+    and per stratum when ``strata`` are given (see ``stratum_figures``).
+
+    ``reference_key`` names everything the reference's fine-tunes depend on besides the masks and
+    seeds (its weights, the canaries, the data, the recipe, the device): the reference is the same
+    for every candidate audited against it, so its scores are computed once per process.
+    """
     count = candidate.canary_count()
     if reference.canary_count() != count:
         raise ValueError(f"candidate scores {count} canaries, the reference {reference.canary_count()}")
@@ -249,7 +363,7 @@ def run_audit(
     masks = member_masks(k, count, seed)
     seeds = tuple(int(s) for s in np.random.SeedSequence(seed).generate_state(k))
     cand_scores, cand_util = _finetune_all(candidate, masks, seeds)
-    ref_scores, ref_util = _finetune_all(reference, masks, seeds)
+    ref_scores, ref_util = _reference_runs(reference, masks, seeds, reference_key)
     members = masks.ravel()
     per_stratum, level = stratum_figures(
         cand_scores, ref_scores, masks, strata, min_stratum_canaries, bootstrap, confidence, seed
@@ -270,7 +384,40 @@ def run_audit(
         strata=per_stratum,
         strata_kind=strata.kind if strata is not None else "",
         strata_confidence=level,
+        records=record_test(cand_scores, ref_scores, masks, confidence) if records else None,
     )
+
+
+_REFERENCE_RUNS: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+REFERENCE_RUNS_KEPT = 16
+
+
+def _reference_runs(
+    reference: CanaryTrainer, masks: np.ndarray, seeds: Sequence[int], key: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's k fine-tunes, from the process's memo when the same ones were run before."""
+    if key is None:
+        return _finetune_all(reference, masks, seeds)
+    full = sha256_bytes(key.encode() + masks.tobytes() + np.asarray(seeds, dtype=np.int64).tobytes())
+    if full not in _REFERENCE_RUNS:
+        _REFERENCE_RUNS[full] = _finetune_all(reference, masks, seeds)
+        while len(_REFERENCE_RUNS) > REFERENCE_RUNS_KEPT:
+            _REFERENCE_RUNS.popitem(last=False)
+    _REFERENCE_RUNS.move_to_end(full)
+    scores, utility = _REFERENCE_RUNS[full]
+    return scores.copy(), utility.copy()
+
+
+def reference_key(reference_dir: str | Path, tensors: Sequence[torch.Tensor], settings: Mapping[str, Any]) -> str:
+    """What the reference's fine-tunes depend on: its files, the canary and fine-tuning data, the settings."""
+    import torch
+
+    folder = Path(reference_dir)
+    parts = [f"{path.name}={file_digest(path)}" for path in sorted(folder.iterdir()) if path.is_file()]
+    for tensor in tensors:
+        parts.append(sha256_bytes(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()))
+    parts.append(json.dumps(settings, sort_keys=True, default=str))
+    return sha256_bytes("\n".join(parts).encode())
 
 
 def stratum_figures(
@@ -351,6 +498,9 @@ def audit_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
         (math.isfinite(float(merged["margin"])), "margin must be a number"),
         (0.0 < float(merged["confidence"]) < 1.0, "confidence must be in (0, 1)"),
         (int(merged["bootstrap"]) >= 1, "bootstrap must be >= 1"),
+        (bool(merged["canary_kinds"]), "canary_kinds must name at least one kind"),
+        (set(merged["canary_kinds"]) <= set(CANARY_KINDS), f"canary_kinds: use {', '.join(CANARY_KINDS)}"),
+        (set(merged["also_layers"]) <= set(LAYERS), f"also_layers: use {', '.join(LAYERS)}"),
     )
     for ok, message in checks:
         if not ok:
@@ -397,29 +547,72 @@ def _audit(
             f"privacy audit: {info.architecture} is a {info.task} model "
             f"(supported: {IMAGE_CLASSIFICATION}, {TEXT_GENERATION})"
         )
-    candidate, reference, design, data_digest, strata = build(model_dir, reference_dir, eval_data, section, device)
-    result = run_audit(
-        candidate,
-        reference,
-        k=int(section["k"]),
-        seed=int(section["seed"]),
-        bootstrap=int(section["bootstrap"]),
-        confidence=float(section["confidence"]),
-        strata=strata,
-        min_stratum_canaries=int(section["min_stratum_canaries"]),
-    )
-    return _evidence(result, section, info.to_dict(), design, data_digest, device, model_dir, reference_dir, out_dir)
+    variants = audit_variants(section) if info.task == IMAGE_CLASSIFICATION else (AuditVariant("as given", "pii"),)
+    # Bonferroni over the variants and the two statistics (TPR@1%FPR, AUC): the verdict is the worst of
+    # them all, so each interval is at a stricter level and an honest model is flagged at most 1 - confidence.
+    level = 1.0 - (1.0 - float(section["confidence"])) / (len(variants) * STATISTICS)
+    runs: list[VariantRun] = []
+    for variant in variants:
+        candidate, reference, design, data_digest, strata = build(
+            model_dir, reference_dir, eval_data, section, device, variant
+        )
+        key = design.pop("reference_key", None)
+        result = run_audit(
+            candidate,
+            reference,
+            k=int(section["k"]),
+            seed=int(section["seed"]),
+            bootstrap=int(section["bootstrap"]),
+            confidence=level,
+            strata=strata,
+            min_stratum_canaries=int(section["min_stratum_canaries"]),
+            records=variant.canaries == "mislabeled",
+            reference_key=key,
+        )
+        runs.append(VariantRun(variant, result, design))
+    return _evidence(runs, section, info.to_dict(), data_digest, device, model_dir, reference_dir, out_dir)
+
+
+@dataclass(frozen=True)
+class AuditVariant:
+    """One way the audit fine-tunes (the recipe's ``layers``) and what it plants (the kind of canary)."""
+
+    layers: str
+    canaries: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.canaries} canaries, {self.layers} layers"
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    variant: AuditVariant
+    result: AuditResult
+    design: dict[str, Any]
+
+
+
+def audit_variants(section: Mapping[str, Any]) -> tuple[AuditVariant, ...]:
+    """Every (canary kind x layers) pair: the recipe's own layers first, then ``also_layers``."""
+    layers = dict.fromkeys([str(section["recipe"].get("layers", "all")), *map(str, section["also_layers"])])
+    return tuple(AuditVariant(lay, str(kind)) for kind in section["canary_kinds"] for lay in layers)
 
 
 def _image_trainers(
-    model_dir: str | Path, reference_dir: str | Path, eval_data: str, section: dict[str, Any], device: torch.device
+    model_dir: str | Path,
+    reference_dir: str | Path,
+    eval_data: str,
+    section: dict[str, Any],
+    device: torch.device,
+    variant: AuditVariant,
 ) -> tuple[CanaryTrainer, CanaryTrainer, dict[str, Any], str, Strata | None]:
     info = image_classifier_info(model_dir)
     data = load_eval_data(
         eval_data, input_shape=info.input_shape, num_classes=info.num_classes, label_names=info.label_names
     )
-    split = make_image_canaries(data, int(section["canaries"]), int(section["seed"]))
-    recipe = Recipe.from_params(section["recipe"])
+    split = make_image_canaries(data, int(section["canaries"]), int(section["seed"]), kind=variant.canaries)
+    recipe = Recipe.from_params({**section["recipe"], "layers": variant.layers})
 
     def trainer(folder: str | Path) -> ClassifierCanaryTrainer:
         return ClassifierCanaryTrainer(
@@ -428,12 +621,20 @@ def _image_trainers(
         )  # fmt: skip
 
     design = {**split.design, "utility": "accuracy on the held-out evaluation images", "eval_data": data.summary}
+    tensors = (split.canaries_x, split.canaries_y, split.fine_tune_x, split.fine_tune_y, split.held_out_x)
+    settings = {"recipe": recipe.to_dict(), "device": str(device), "held_out_y": split.held_out_y.tolist()}
+    design["reference_key"] = reference_key(reference_dir, tensors, settings)
     strata = Strata(split.strata, tuple(data.label_names), "the true class of the canary's image")
     return trainer(model_dir), trainer(reference_dir), design, str(data.summary["digest"]), strata
 
 
 def _lm_trainers(
-    model_dir: str | Path, reference_dir: str | Path, eval_data: str, section: dict[str, Any], device: torch.device
+    model_dir: str | Path,
+    reference_dir: str | Path,
+    eval_data: str,
+    section: dict[str, Any],
+    device: torch.device,
+    variant: AuditVariant,
 ) -> tuple[CanaryTrainer, CanaryTrainer, dict[str, Any], str, Strata | None]:
     """PII-like text canaries from the language-model module; the evaluation texts split into fine-tune / held-out."""
     try:
@@ -463,29 +664,46 @@ def _lm_trainers(
 
 
 def _evidence(
-    result: AuditResult,
+    runs: list[VariantRun],
     section: dict[str, Any],
     model: dict[str, Any],
-    design: dict[str, Any],
     data_digest: str,
     device: torch.device,
     model_dir: str | Path,
     reference_dir: str | Path,
     out_dir: str | Path | None,
 ) -> StageEvidence:
-    margin = float(section["margin"])
+    """The decisive variant's figures (the one closest to flagging), every variant's summary, the verdict of all."""
+    margin = Margins(float(section["margin"]), float(section["auc_margin"]), int(section["max_outlier_records"]))
+    decisive = max(runs, key=lambda run: _severity(run.result, margin))
+    result = decisive.result
+    flagged = [run for run in runs if run.result.flagged(margin)]
     inputs = {
         "eval_data": data_digest,
         "config.json": _config_digest(model_dir),
         "reference/config.json": _config_digest(reference_dir),
     }
     evidence = opened_evidence(PRIVACY, device, inputs, {"model": model})
-    evidence.status = Status.FAIL if result.flagged(margin) else Status.PASS
+    evidence.status = Status.FAIL if flagged else Status.PASS
     evidence.metrics = dict(result.metrics(margin))
+    # The lower bounds the policy reads are the worst over the variants, whichever variant reached them.
+    for key in (
+        "privacy.amplification_ci_low",
+        "privacy.amplification_auc_ci_low",
+        "privacy.worst_stratum_ci_low",
+        "privacy.worst_stratum_auc_ci_low",
+        "privacy.outlier_records",
+    ):
+        evidence.metrics[key] = max(run.result.metrics(margin)[key] for run in runs)
+    evidence.metrics["privacy.variants"] = len(runs)
+    evidence.metrics["privacy.variants_flagged"] = len(flagged)
+    evidence.metrics["privacy.flagged"] = bool(flagged)
     evidence.details.update(
         {
             "params": section,
-            "canary_design": design,
+            "variant": decisive.variant.name,
+            "variants": [variant_row(run, margin) for run in runs],
+            "canary_design": decisive.design,
             "candidate": result.candidate.to_dict(),
             "reference": result.reference.to_dict(),
             "amplification": result.difference.to_dict(),
@@ -494,18 +712,39 @@ def _evidence(
                 "reference_per_run": [round(float(u), 6) for u in result.reference_utility],
             },
             "seeds": list(result.seeds),
-            "seconds": round(result.seconds, 3),
+            "seconds": round(sum(run.result.seconds for run in runs), 3),
             "strata": strata_details(result, margin, int(section["min_stratum_canaries"])),
+            "records": result.records.to_dict() if result.records is not None else None,
         }
     )
-    if result.flagged(margin):
-        evidence.reason = _reason(result, margin)
+    if flagged:
+        evidence.reason = f"{_reason(decisive.result, margin)} [{decisive.variant.name}]"
     if out_dir:
-        evidence.details["artifacts"] = write_artifacts(Path(out_dir) / PRIVACY, result, margin)
+        evidence.details["artifacts"] = write_artifacts(Path(out_dir) / PRIVACY, result, margin, runs)
     return evidence
 
 
-def strata_details(result: AuditResult, margin: float, min_canaries: int) -> dict[str, Any]:
+def variant_row(run: VariantRun, margin: float | Margins) -> dict[str, Any]:
+    """One line per variant for the report: pooled amplification, the worst stratum, flagged or not."""
+    amp, worst = run.result.amplification, run.result.worst_stratum
+    worst_amp = worst.amplification if worst is not None else None
+    return {
+        "variant": run.variant.name,
+        "layers": run.variant.layers,
+        "canaries": run.variant.canaries,
+        "amplification": round(amp.value, 6),
+        "ci_low": round(amp.low, 6),
+        "ci_high": round(amp.high, 6),
+        "confidence": round(run.result.candidate.confidence, 6),
+        "worst_stratum": worst.name if worst is not None else None,
+        "worst_stratum_amplification": round(worst_amp.value, 6) if worst_amp else None,
+        "worst_stratum_ci_low": round(worst_amp.low, 6) if worst_amp else None,
+        "outlier_records": len(run.result.records.outliers) if run.result.records is not None else None,
+        "flagged": run.result.flagged(margin),
+    }
+
+
+def strata_details(result: AuditResult, margin: float | Margins, min_canaries: int) -> dict[str, Any]:
     """The per-stratum table the report shows, with how its intervals were corrected."""
     return {
         "kind": result.strata_kind or "none (one stratum: the pooled figures)",
@@ -517,28 +756,67 @@ def strata_details(result: AuditResult, margin: float, min_canaries: int) -> dic
     }
 
 
-def _reason(result: AuditResult, margin: float) -> str:
-    """Why the audit failed: the pooled amplification, or the strata that carry it (the worst named first)."""
+def _severity(result: AuditResult, margin: Margins) -> tuple[int, float]:
+    """How a variant ranks for the report: pooled leaks first, then a class, then records; then by how far."""
     if result.flagged_overall(margin):
-        amp = result.amplification
-        return (
+        return 3, margin.excess(result.difference)
+    strata = [margin.excess(s.difference) for s in result.flagged_strata(margin) if s.difference is not None]
+    if strata:
+        return 2, max(strata)
+    if result.flagged_records(margin) and result.records is not None:
+        return 1, float(len(result.records.outliers))
+    return 0, result.excess(margin)
+
+
+def _reason(result: AuditResult, margin: float | Margins) -> str:
+    """Why the audit failed: the pooled amplification, or the strata that carry it (the worst named first),
+    and the records that leak one by one."""
+    margins = Margins.of(margin)
+    parts: list[str] = []
+    if result.flagged_overall(margins):
+        parts.append(
             f"privacy backdoor: fine-tuning the candidate leaks its canaries more than the reference: TPR@1%FPR "
-            f"{result.candidate.tpr[FPR].value:.3f} vs {result.reference.tpr[FPR].value:.3f}, amplification "
-            f"{amp.value:.3f} ({result.candidate.confidence:.0%} CI {amp.low:.3f}..{amp.high:.3f}) "
-            f"above the margin {margin:g}"
+            f"{result.candidate.tpr[FPR].value:.3f} vs {result.reference.tpr[FPR].value:.3f}, "
+            f"{_exceeded(result.difference, margins, result.candidate.confidence)}"
         )
-    flagged = sorted(result.flagged_strata(margin), key=lambda s: -(s.amplification.low if s.amplification else 0.0))
-    worst = flagged[0]
-    worst_amp = worst.amplification
-    assert worst_amp is not None
-    others = f" (and {len(flagged) - 1} more: {', '.join(s.name for s in flagged[1:])})" if len(flagged) > 1 else ""
-    pooled = result.amplification
+    elif result.flagged_strata(margins):
+        flagged = sorted(
+            result.flagged_strata(margins), key=lambda s: -margins.excess(s.difference) if s.difference else 0
+        )
+        worst = flagged[0]
+        assert worst.difference is not None
+        others = f" (and {len(flagged) - 1} more: {', '.join(s.name for s in flagged[1:])})" if len(flagged) > 1 else ""
+        pooled = result.amplification
+        parts.append(
+            f"privacy backdoor concentrated on {worst.name!r} ({result.strata_kind}){others}: fine-tuning the "
+            f"candidate leaks those canaries more than the reference: TPR@1%FPR {worst.candidate_tpr:.3f} vs "
+            f"{worst.reference_tpr:.3f}, {_exceeded(worst.difference, margins, result.strata_confidence)} "
+            f"(Bonferroni over {len(result.tested_strata)} strata); pooled over all canaries the TPR@1%FPR "
+            f"amplification is {pooled.value:.3f} (CI {pooled.low:.3f}..{pooled.high:.3f})"
+        )
+    if result.flagged_records(margins) and result.records is not None:
+        test = result.records
+        lead = "privacy backdoor aimed at a few records: " if not parts else ""
+        parts.append(
+            f"{lead}{len(test.outliers)} of {test.canaries} canaries leak far more on the candidate than on the "
+            f"reference one by one (robust z up to {test.z[0]:.1f}, threshold {test.threshold:.2f} Bonferroni over "
+            f"the canaries; more than {margins.outlier_records} flags; canaries "
+            f"{', '.join(str(i) for i in test.outliers[:5])}{', ...' if len(test.outliers) > 5 else ''})"
+        )
+    return "; ".join(parts)
+
+
+def _exceeded(difference: Difference, margins: Margins, confidence: float) -> str:
+    """The figure that passed its margin, with its interval: TPR@1%FPR first, else the AUC."""
+    tpr, auc = difference.tpr[FPR], difference.auc
+    if tpr.low > margins.tpr:
+        return (
+            f"amplification {tpr.value:.3f} ({confidence:.1%} CI {tpr.low:.3f}..{tpr.high:.3f}) "
+            f"above the margin {margins.tpr:g}"
+        )
     return (
-        f"privacy backdoor concentrated on {worst.name!r} ({result.strata_kind}){others}: fine-tuning the candidate "
-        f"leaks those canaries more than the reference: TPR@1%FPR {worst.candidate_tpr:.3f} vs "
-        f"{worst.reference_tpr:.3f}, amplification {worst_amp.value:.3f} ({result.strata_confidence:.1%} CI "
-        f"{worst_amp.low:.3f}..{worst_amp.high:.3f}, Bonferroni over {len(result.tested_strata)} strata) above the "
-        f"margin {margin:g}; pooled over all canaries it is {pooled.value:.3f} (CI {pooled.low:.3f}..{pooled.high:.3f})"
+        f"AUC amplification {auc.value:.3f} ({confidence:.1%} CI {auc.low:.3f}..{auc.high:.3f}) "
+        f"above the AUC margin {margins.auc:g}"
     )
 
 
@@ -548,8 +826,11 @@ def _config_digest(model_dir: str | Path) -> str:
     return file_digest(path) if path.is_file() else ""
 
 
-def write_artifacts(folder: Path, result: AuditResult, margin: float) -> dict[str, str]:
-    """Write ``roc.csv`` (model,fpr,tpr), ``roc.png``, ``amplification.json`` and ``membership_scores.csv``."""
+def write_artifacts(
+    folder: Path, result: AuditResult, margin: float | Margins, runs: Sequence[VariantRun] = ()
+) -> dict[str, str]:
+    """Write ``roc.csv`` (model,fpr,tpr), ``roc.png``, ``amplification.json``, ``membership_scores.csv``,
+    ``strata.csv`` (the decisive variant's) and ``variants.csv`` (one row per variant)."""
     folder.mkdir(parents=True, exist_ok=True)
     roc = folder / "roc.csv"
     with roc.open("w", newline="", encoding="utf-8") as handle:
@@ -565,7 +846,8 @@ def write_artifacts(folder: Path, result: AuditResult, margin: float) -> dict[st
     image.write_bytes(roc_png(curves, min_fpr=min(1e-3, 1.0 / max(result.candidate.non_members, 1))))
     amplification = folder / "amplification.json"
     summary = {
-        "margin": margin,
+        "margin": Margins.of(margin).tpr,
+        "auc_margin": Margins.of(margin).auc,
         "flagged": result.flagged(margin),
         "amplification": result.difference.to_dict(),
         "candidate": {k: v for k, v in result.candidate.to_dict().items() if k != "roc"},
@@ -576,6 +858,7 @@ def write_artifacts(folder: Path, result: AuditResult, margin: float) -> dict[st
         },
     }
     summary["strata"] = [row.to_dict(margin) for row in result.strata]
+    summary["variants"] = [variant_row(run, margin) for run in runs]
     amplification.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     strata = folder / "strata.csv"
     columns = list(StratumFigures("", 0, 0, 0.0, 0.0, None).to_dict(margin))
@@ -597,7 +880,20 @@ def write_artifacts(folder: Path, result: AuditResult, margin: float) -> dict[st
         "amplification_json": str(amplification),
         "membership_scores_csv": str(scores),
         "strata_csv": str(strata),
+        **_variants_csv(folder, runs, margin),
     }
+
+
+def _variants_csv(folder: Path, runs: Sequence[VariantRun], margin: float | Margins) -> dict[str, str]:
+    if not runs:
+        return {}
+    path = folder / "variants.csv"
+    rows = [variant_row(run, margin) for run in runs]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        table = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        table.writeheader()
+        table.writerows(rows)
+    return {"variants_csv": str(path)}
 
 
 __all__ = [
@@ -605,13 +901,20 @@ __all__ = [
     "PRIVACY",
     "AuditResult",
     "CanaryTrainer",
+    "AuditVariant",
+    "Margins",
+    "RecordTest",
     "Strata",
     "StratumFigures",
+    "VariantRun",
     "audit_params",
+    "audit_variants",
     "member_masks",
     "privacy_audit_stage",
+    "record_test",
     "run_audit",
     "strata_details",
     "stratum_figures",
+    "variant_row",
     "write_artifacts",
 ]

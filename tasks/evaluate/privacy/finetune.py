@@ -98,10 +98,23 @@ class CanarySplit:
     strata: np.ndarray  # each canary's true class: the audit reports the amplification per class too
 
 
+CANARY_KINDS = ("mislabeled", "true_label")
+
+
 def make_image_canaries(
-    data: EvalData, count: int, seed: int = 0, held_out_fraction: float = 0.2, fine_tune_fraction: float = 0.2
+    data: EvalData,
+    count: int,
+    seed: int = 0,
+    held_out_fraction: float = 0.2,
+    fine_tune_fraction: float = 0.2,
+    kind: str = "mislabeled",
 ) -> CanarySplit:
-    """Up to ``count`` mislabeled canaries from one share of the images; the others fine-tune and measure utility.
+    """Up to ``count`` canaries from one share of the images; the others fine-tune and measure utility.
+
+    ``mislabeled`` canaries (one random wrong label each) measure how much a fine-tune memorizes
+    what it cannot generalize; ``true_label`` canaries are the organization's records as they are,
+    which is what a privacy backdoor that raises its targets' loss (Wen et al. 2024) exposes and a
+    mislabeled canary can hide (its wrong label already has a high loss on every model).
 
     The three shares are disjoint, so no canary image is also seen with its true label, and every
     canary is a different image: the same image as a member with one wrong label and a non-member
@@ -118,11 +131,16 @@ def make_image_canaries(
     pool = order[held + tune :][:count]
     if len(pool) < 2:
         raise ValueError(f"canaries: {n} evaluation samples leave fewer than 2 images for canaries")
+    if kind not in CANARY_KINDS:
+        raise ValueError(f"canaries: unknown kind {kind!r} (use {', '.join(CANARY_KINDS)})")
     rng = np.random.default_rng(seed)
     true = data.y[pool].numpy()
     wrong = (true + rng.integers(1, data.num_classes, size=len(pool))) % data.num_classes
+    labels = wrong if kind == "mislabeled" else true
     design = {
-        "kind": "mislabeled evaluation images (one random wrong label each)",
+        "kind": "mislabeled evaluation images (one random wrong label each)"
+        if kind == "mislabeled"
+        else "evaluation images with their true labels",
         "requested": count,
         "canaries": len(pool),
         "fine_tune_samples": tune,
@@ -132,7 +150,7 @@ def make_image_canaries(
     }
     return CanarySplit(
         data.x[pool],
-        torch.from_numpy(wrong.astype(np.int64)),
+        torch.from_numpy(labels.astype(np.int64)),
         data.x[order[held : held + tune]],
         data.y[order[held : held + tune]],
         data.x[order[:held]],
@@ -360,4 +378,4 @@ def _epochs(rng: np.random.Generator, pool: np.ndarray, steps: int, per_step: in
     return np.concatenate([rng.permutation(pool) for _ in range(epochs)])[:need].reshape(steps, per_step)
 
 
-__all__ = ["CanarySplit", "ClassifierCanaryTrainer", "Recipe", "make_image_canaries"]
+__all__ = ["CANARY_KINDS", "CanarySplit", "ClassifierCanaryTrainer", "Recipe", "make_image_canaries"]

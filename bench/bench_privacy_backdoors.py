@@ -1,0 +1,177 @@
+"""The privacy-backdoor benchmark set: our attack variants and honest fine-tunes, through the real audit.
+
+For each trusted reference (the test zoo's wide digits CNN, one per seed) it builds:
+
+* attacks (tests/helpers/privacy_attacks.py and privacy_zoo.py): a trap per target with the
+  targets' loss raised, aimed at one class (two classes), at 20 random records (two draws), the
+  same norm-preserving, and the zoo's all-data candidate (dormant units + loss anomaly);
+* honest models: an independently trained model, two head-only fine-tunes and a full fine-tune
+  of the reference on its own training data.
+
+Every attack is first checked on a simulated victim (head-only fine-tune on half its targets, a
+plain LOSS attack; the figure is the candidate's AUC minus the reference's). Then the audit runs
+with the default parameters (params.yaml's privacy_audit section) and the row says whether it
+flagged, by which mechanism, and in how long. The goal: every attack that really exposes its
+victim flagged, no honest model flagged.
+
+    python bench/bench_privacy_backdoors.py [--references 2] [--threads 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from tasks.evaluate.privacy.audit import privacy_audit_stage  # noqa: E402
+from tests.helpers import privacy_attacks as attacks  # noqa: E402
+from tests.helpers import privacy_zoo as zoo  # noqa: E402
+
+OUT = ROOT / "bench" / "out" / "privacy_backdoors.jsonl"
+
+
+def honest_full_finetune(reference: Path, folder: Path, seed: int = 5) -> Path:
+    """An ordinary fine-tune of every layer on the reference's own training split (one epoch, small lr)."""
+    from modelgate.demo.build import _reproducible
+    from modelgate.demo.cnn import load_model, read_config
+
+    model = load_model(reference)
+    with _reproducible(seed):
+        zoo._fit(model, 1, seed, lr=1e-4)
+    return zoo._save(model, read_config(reference), folder)
+
+
+def mechanism(reason: str | None) -> str:
+    """Which test flagged, from the reason's first clause (pooled, a class, records); more after a '+'."""
+    if not reason:
+        return "-"
+    first = "pooled" if reason.startswith("privacy backdoor:") else ""
+    if reason.startswith("privacy backdoor concentrated on "):
+        first = "class " + reason.removeprefix("privacy backdoor concentrated on ").split(" ", 1)[0]
+    if reason.startswith("privacy backdoor aimed at a few records"):
+        return "records"
+    return f"{first} + records" if "one by one" in reason else first
+
+
+def models_for(reference: Path, root: Path, quick: bool) -> list[tuple[str, str, Path, Any]]:
+    """(name, kind, folder, target mask or None) for every attack and honest model of one reference."""
+    x, y = attacks.eval_images(reference)
+    built: list[tuple[str, str, Path, Any]] = []
+
+    def attack(name: str, mask: Any, **options: Any) -> None:
+        chosen = torch.from_numpy(mask)
+        folder = attacks.privacy_backdoor(reference, root / name, x[chosen], y[chosen], **options)
+        built.append((name, "attack", folder, mask))
+
+    attack("class-3", attacks.target_mask(y, "class", target_class=3))
+    attack("records-0", attacks.target_mask(y, "records", seed=0))
+    attack("records-0-norm-preserving", attacks.target_mask(y, "records", seed=0), norm_preserving=True)
+    if not quick:
+        attack("class-7", attacks.target_mask(y, "class", target_class=7))
+        attack("records-1", attacks.target_mask(y, "records", seed=1))
+        built.append(("all-data (zoo)", "attack", zoo.poisoned_candidate(reference, root / "all-data"), None))
+    honest: list[tuple[str, Callable[[], Path]]] = [
+        ("independent", lambda: zoo.train_reference(root / "independent", seed=101)),
+        ("head-tuned-1", lambda: zoo.head_tuned(reference, root / "head-tuned-1", epochs=1, seed=3)),
+    ]
+    if not quick:
+        honest += [
+            ("head-tuned-3", lambda: zoo.head_tuned(reference, root / "head-tuned-3", epochs=3, seed=4)),
+            ("full-fine-tune", lambda: honest_full_finetune(reference, root / "full-fine-tune")),
+        ]
+    built += [(name, "honest", make(), None) for name, make in honest]
+    return built
+
+
+def run(references: int, quick: bool) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="modelgate-bench-privacy-") as tmp:
+        for seed in range(references):
+            root = Path(tmp) / f"ref-{seed}"
+            reference = zoo.train_reference(root / "reference", seed=seed)
+            for name, kind, folder, mask in models_for(reference, root, quick):
+                victim = None if mask is None else attacks.victim_amplification(folder, reference, mask, head_only=True)
+                start = time.perf_counter()
+                evidence = privacy_audit_stage(folder, reference, "sklearn:digits")
+                seconds = time.perf_counter() - start
+                m = evidence.metrics
+                rows.append(
+                    {
+                        "reference": seed,
+                        "model": name,
+                        "kind": kind,
+                        "victim_tpr": round(victim.candidate_tpr, 3) if victim else None,
+                        "victim_reference_tpr": round(victim.reference_tpr, 3) if victim else None,
+                        "victim_auc_gain": round(victim.candidate_auc - victim.reference_auc, 3) if victim else None,
+                        "status": str(evidence.status),
+                        "flagged": bool(m.get("privacy.flagged")),
+                        "mechanism": mechanism(evidence.reason),
+                        "variant": evidence.details.get("variant"),
+                        "pooled_ci_low": m.get("privacy.amplification_ci_low"),
+                        "worst_class_auc_ci_low": m.get("privacy.worst_stratum_auc_ci_low"),
+                        "outlier_records": m.get("privacy.outlier_records"),
+                        "seconds": round(seconds, 2),
+                    }
+                )
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| ref | model | kind | victim TPR@1% (ref) | victim AUC gain | flagged | by | pooled CI low "
+        "| worst class AUC CI low | outlier records | s |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        victim = f"{r['victim_tpr']} ({r['victim_reference_tpr']})" if r["victim_tpr"] is not None else "-"
+        lines.append(
+            f"| {r['reference']} | {r['model']} | {r['kind']} | {victim} | {r['victim_auc_gain'] or '-'} "
+            f"| {'**yes**' if r['flagged'] else 'no'} | {r['mechanism']} | {r['pooled_ci_low']} "
+            f"| {r['worst_class_auc_ci_low']} | {r['outlier_records']} | {r['seconds']} |"
+        )
+    attacks_rows = [r for r in rows if r["kind"] == "attack"]
+    honest_rows = [r for r in rows if r["kind"] == "honest"]
+    lines += [
+        "",
+        f"attacks flagged: {sum(r['flagged'] for r in attacks_rows)}/{len(attacks_rows)}; "
+        f"honest flagged: {sum(r['flagged'] for r in honest_rows)}/{len(honest_rows)}; "
+        f"median seconds per audit: {sorted(r['seconds'] for r in rows)[len(rows) // 2]}",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--references", type=int, default=2, help="trusted references (seeds 0..N-1)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="three attacks and two honest models per reference")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = run(args.references, args.quick)
+    print(table(rows))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "bench": "privacy_backdoors",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "rows": rows,
+    }
+    with OUT.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
