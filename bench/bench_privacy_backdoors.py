@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from tasks.evaluate.privacy.audit import privacy_audit_stage  # noqa: E402
+from tasks.evaluate.privacy.forensics import forensics_stage  # noqa: E402
 from tests.helpers import privacy_attacks as attacks  # noqa: E402
 from tests.helpers import privacy_zoo as zoo  # noqa: E402
 
@@ -106,6 +107,7 @@ def run(references: int, quick: bool) -> list[dict[str, Any]]:
                 start = time.perf_counter()
                 evidence = privacy_audit_stage(folder, reference, "sklearn:digits")
                 seconds = time.perf_counter() - start
+                forensics = forensics_stage(folder, reference)
                 m = evidence.metrics
                 rows.append(
                     {
@@ -122,6 +124,9 @@ def run(references: int, quick: bool) -> list[dict[str, Any]]:
                         "pooled_ci_low": m.get("privacy.amplification_ci_low"),
                         "worst_class_auc_ci_low": m.get("privacy.worst_stratum_auc_ci_low"),
                         "outlier_records": m.get("privacy.outlier_records"),
+                        "forensics_flagged": bool(forensics.metrics.get("forensics.flagged")),
+                        "forensics_outlier_units": forensics.metrics.get("forensics.outlier_units"),
+                        "rejected": bool(m.get("privacy.flagged")) or bool(forensics.metrics.get("forensics.flagged")),
                         "seconds": round(seconds, 2),
                     }
                 )
@@ -131,23 +136,27 @@ def run(references: int, quick: bool) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| ref | model | kind | victim TPR@1% (ref) | victim AUC gain | flagged | by | pooled CI low "
-        "| worst class AUC CI low | outlier records | s |"
+        "| ref | model | kind | victim TPR@1% (ref) | victim AUC gain | audit flags | by | pooled CI low "
+        "| worst class AUC CI low | outlier records | forensics flags (units) | rejected | audit s |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         victim = f"{r['victim_tpr']} ({r['victim_reference_tpr']})" if r["victim_tpr"] is not None else "-"
         lines.append(
             f"| {r['reference']} | {r['model']} | {r['kind']} | {victim} | {r['victim_auc_gain'] or '-'} "
             f"| {'**yes**' if r['flagged'] else 'no'} | {r['mechanism']} | {r['pooled_ci_low']} "
-            f"| {r['worst_class_auc_ci_low']} | {r['outlier_records']} | {r['seconds']} |"
+            f"| {r['worst_class_auc_ci_low']} | {r['outlier_records']} "
+            f"| {'yes' if r['forensics_flagged'] else 'no'} ({r['forensics_outlier_units']}) "
+            f"| {'**yes**' if r['rejected'] else 'no'} | {r['seconds']} |"
         )
     attacks_rows = [r for r in rows if r["kind"] == "attack"]
     honest_rows = [r for r in rows if r["kind"] == "honest"]
     lines += [
         "",
-        f"attacks flagged: {sum(r['flagged'] for r in attacks_rows)}/{len(attacks_rows)}; "
-        f"honest flagged: {sum(r['flagged'] for r in honest_rows)}/{len(honest_rows)}; "
+        f"attacks flagged by the audit: {sum(r['flagged'] for r in attacks_rows)}/{len(attacks_rows)}, "
+        f"rejected (audit or forensics): {sum(r['rejected'] for r in attacks_rows)}/{len(attacks_rows)}; "
+        f"honest flagged by the audit: {sum(r['flagged'] for r in honest_rows)}/{len(honest_rows)}, "
+        f"rejected: {sum(r['rejected'] for r in honest_rows)}/{len(honest_rows)}; "
         f"median seconds per audit: {sorted(r['seconds'] for r in rows)[len(rows) // 2]}",
     ]
     return "\n".join(lines)

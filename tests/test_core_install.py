@@ -10,6 +10,7 @@ say in one line which extra they need, exit 2. The wheel must hold no top-level 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -89,6 +90,8 @@ def test_a_real_scan_runs_on_the_core_alone(core_site: Path) -> None:
     model = core_site.parent / "model"
     model.mkdir()
     (model / "weights.pkl").write_bytes(b"\x80\x04K\x01.")  # pickle of the int 1: nothing to import
+    template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    (model / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))  # parsed with jinja2
     done = _run(core_site, str(CORE_PYTHON), str(core_site / "bin" / "modelgate"), "scan", str(model))
     assert done.returncode == 0, done.stdout + done.stderr
 

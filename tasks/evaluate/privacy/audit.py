@@ -138,11 +138,11 @@ class RecordTest:
 
     An attack aimed at a few records is diluted in every pooled or per-class figure. Per canary,
     its gap (mean score in the runs where it was a member minus the mean where it was not) on the
-    candidate minus the same gap on the reference cancels the record's own difficulty; the gaps'
-    robust z-scores (median, 1.4826 x MAD) are compared with the normal quantile Bonferroni-
-    corrected over the canaries, so an honest model has a canary past it with probability at most
-    ``1 - confidence``. Run on mislabeled canaries only: on true-label canaries almost every gap is
-    zero and the MAD with it.
+    candidate minus the same gap on the reference cancels the record's own difficulty. The
+    differences are scaled by the spread of the reference's own gaps across records (1.4826 x MAD,
+    times sqrt 2 for a difference; or the differences' own spread when larger) and compared with
+    the normal quantile Bonferroni-corrected over the canaries. Run on mislabeled canaries only: on
+    true-label canaries almost every gap is zero and the spread with it.
     """
 
     canaries: int  # canaries that were both a member and a non-member in some run
@@ -177,9 +177,17 @@ def record_test(candidate: np.ndarray, reference: np.ndarray, masks: np.ndarray,
     index = np.flatnonzero(seen)
     if len(index) < 3:
         return RecordTest(len(index), math.inf, (), ())
-    d = gap(candidate) - gap(reference)
+    reference_gap = gap(reference)
+    d = gap(candidate) - reference_gap
     median = float(np.median(d))
-    scale = max(MAD_SCALE * float(np.median(np.abs(d - median))), 1e-9)
+
+    def spread(values: np.ndarray) -> float:
+        return MAD_SCALE * float(np.median(np.abs(values - np.median(values))))
+
+    # The scale is how much a record's gap varies from record to record on the trusted reference
+    # (sqrt 2: a difference of two such gaps), never less than the differences' own spread: a
+    # candidate that barely differs from the reference must not make its smallest changes outliers.
+    scale = max(math.sqrt(2.0) * spread(reference_gap), spread(d), 1e-9)
     z = (d - median) / scale
     threshold = NormalDist().inv_cdf(1.0 - (1.0 - confidence) / len(d))
     order = np.argsort(-z, kind="stable")
