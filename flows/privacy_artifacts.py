@@ -97,8 +97,10 @@ def audit_markdown(evidence: StageEvidence, name: str) -> str:
         f"Verdict: {verdict}. TPR @ 1% FPR amplification (candidate - reference): "
         f"**{m.get('privacy.amplification_tpr_at_1pct_fpr', float('nan')):+.3f}** "
         f"[{m.get('privacy.amplification_ci_low', float('nan')):+.3f}, "
-        f"{m.get('privacy.amplification_ci_high', float('nan')):+.3f}] (95% paired bootstrap), over "
-        f"{m.get('privacy.canaries')} canaries x {m.get('privacy.finetunes')} fine-tunes of each model.",
+        f"{m.get('privacy.amplification_ci_high', float('nan')):+.3f}] ({_level(evidence)} paired bootstrap, "
+        f"{evidence.details.get('variant', 'one variant')}), over "
+        f"{m.get('privacy.canaries')} canaries x {m.get('privacy.finetunes')} fine-tunes of each model; "
+        f"{m.get('privacy.variants', 1)} variant(s) run, {m.get('privacy.variants_flagged', 0)} flagged.",
         "",
         "| model | TPR @ 1% FPR | AUC | utility after fine-tuning |",
         "|---|---|---|---|",
@@ -115,6 +117,13 @@ def audit_markdown(evidence: StageEvidence, name: str) -> str:
     lines += _roc_table(evidence.details)
     lines += _strata_table(evidence.details)
     return "\n".join(lines) + "\n"
+
+
+def _level(evidence: StageEvidence) -> str:
+    """The interval's level as run (Bonferroni-corrected over the audit's variants and statistics)."""
+    candidate = evidence.details.get("candidate")
+    level = candidate.get("confidence") if isinstance(candidate, Mapping) else None
+    return f"{float(level):.1%}" if isinstance(level, int | float) else "95%"
 
 
 def _strata_table(details: Mapping[str, Any]) -> list[str]:
