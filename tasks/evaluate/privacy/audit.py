@@ -17,8 +17,10 @@ independent, so the interval is somewhat narrow; the margin absorbs that.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -416,12 +418,22 @@ def _reference_runs(
     return scores.copy(), utility.copy()
 
 
+def _stat_digest(path: Path, stat: os.stat_result) -> str:
+    """The file's digest, read once per (path, size, mtime) however many variants key on it."""
+    return _cached_digest(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_digest(path)
+
+
 def reference_key(reference_dir: str | Path, tensors: Sequence[torch.Tensor], settings: Mapping[str, Any]) -> str:
     """What the reference's fine-tunes depend on: its files, the canary and fine-tuning data, the settings."""
     import torch
 
     folder = Path(reference_dir)
-    parts = [f"{path.name}={file_digest(path)}" for path in sorted(folder.iterdir()) if path.is_file()]
+    parts = [f"{path.name}={_stat_digest(path, path.stat())}" for path in sorted(folder.iterdir()) if path.is_file()]
     for tensor in tensors:
         parts.append(sha256_bytes(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()))
     parts.append(json.dumps(settings, sort_keys=True, default=str))
@@ -598,7 +610,6 @@ class VariantRun:
     variant: AuditVariant
     result: AuditResult
     design: dict[str, Any]
-
 
 
 def audit_variants(section: Mapping[str, Any]) -> tuple[AuditVariant, ...]:
