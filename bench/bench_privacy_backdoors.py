@@ -15,6 +15,7 @@ flagged, by which mechanism, and in how long. The goal: every attack that really
 victim flagged, no honest model flagged.
 
     python bench/bench_privacy_backdoors.py [--references 2] [--threads 2] [--quick]
+    python bench/bench_privacy_backdoors.py --scaling 50 100 200 400 1000   # time against the canary count
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def mechanism(reason: str | None) -> str:
     if not reason:
         return "-"
     first = "pooled" if reason.startswith("privacy backdoor:") else ""
+    if reason.startswith("privacy backdoor:") and "calibrated (LiRA-style)" in reason.split(";")[0]:
+        first = "calibrated"
     if reason.startswith("privacy backdoor concentrated on "):
         first = "class " + reason.removeprefix("privacy backdoor concentrated on ").split(" ", 1)[0]
     if reason.startswith("privacy backdoor aimed at a few records"):
@@ -124,6 +127,8 @@ def run(references: int, quick: bool) -> list[dict[str, Any]]:
                         "pooled_ci_low": m.get("privacy.amplification_ci_low"),
                         "worst_class_auc_ci_low": m.get("privacy.worst_stratum_auc_ci_low"),
                         "outlier_records": m.get("privacy.outlier_records"),
+                        "calibrated_ci_low": m.get("privacy.calibrated_amplification_ci_low"),
+                        "calibrated_auc_ci_low": m.get("privacy.calibrated_auc_ci_low"),
                         "forensics_flagged": bool(forensics.metrics.get("forensics.flagged")),
                         "forensics_outlier_units": forensics.metrics.get("forensics.outlier_units"),
                         "rejected": bool(m.get("privacy.flagged")) or bool(forensics.metrics.get("forensics.flagged")),
@@ -132,6 +137,56 @@ def run(references: int, quick: bool) -> list[dict[str, Any]]:
                 )
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return rows
+
+
+def scaling(counts: list[int]) -> list[dict[str, Any]]:
+    """The default audit's time and verdict against the canary count, on one attack and one honest model.
+
+    The reference's runs are forgotten before each count, so every row pays for both models' fine-tunes
+    (the first audit of a reference); ``steps`` stays the default, as an organization's recipe would.
+    """
+    from tasks.evaluate.privacy import audit
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="modelgate-bench-privacy-scaling-") as tmp:
+        root = Path(tmp)
+        reference = zoo.train_reference(root / "reference", seed=0)
+        x, y = attacks.eval_images(reference)
+        chosen = torch.from_numpy(attacks.target_mask(y, "class", target_class=3))
+        models = {
+            "class-3 (attack)": attacks.privacy_backdoor(reference, root / "class-3", x[chosen], y[chosen]),
+            "head-tuned-1 (honest)": zoo.head_tuned(reference, root / "head-tuned-1", epochs=1, seed=3),
+        }
+        for count in counts:
+            for name, folder in models.items():
+                audit._REFERENCE_RUNS.clear()
+                start = time.perf_counter()
+                evidence = privacy_audit_stage(folder, reference, "sklearn:digits", {"canaries": count})
+                m = evidence.metrics
+                rows.append(
+                    {
+                        "canaries_asked": count,
+                        "canaries": m.get("privacy.canaries"),
+                        "model": name,
+                        "variants": m.get("privacy.variants"),
+                        "flagged": bool(m.get("privacy.flagged")),
+                        "by": mechanism(evidence.reason),
+                        "seconds": round(time.perf_counter() - start, 2),
+                    }
+                )
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    return rows
+
+
+def scaling_table(rows: list[dict[str, Any]]) -> str:
+    head = "| canaries (asked) | model | variants | flagged | by | audit s (both models fine-tuned) |"
+    lines = [head, "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['canaries']} ({r['canaries_asked']}) | {r['model']} | {r['variants']} "
+            f"| {'**yes**' if r['flagged'] else 'no'} | {r['by']} | {r['seconds']} |"
+        )
+    return "\n".join(lines)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -167,13 +222,20 @@ def main() -> None:
     parser.add_argument("--references", type=int, default=2, help="trusted references (seeds 0..N-1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="three attacks and two honest models per reference")
+    parser.add_argument(
+        "--scaling", metavar="N", type=int, nargs="+", help="instead: time the audit at these canary counts"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = run(args.references, args.quick)
-    print(table(rows))
+    if args.scaling:
+        rows = scaling(args.scaling)
+        print(scaling_table(rows))
+    else:
+        rows = run(args.references, args.quick)
+        print(table(rows))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "bench": "privacy_backdoors",
+        "bench": "privacy_backdoors_scaling" if args.scaling else "privacy_backdoors",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
         "rows": rows,

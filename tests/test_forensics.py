@@ -59,6 +59,39 @@ def test_honest_copy_and_an_ordinary_fine_tune_pass(models: dict[str, Path]) -> 
     assert tuned.metrics["forensics.layers_changed"] == 2 and tuned.metrics["forensics.outlier_units"] == 0
 
 
+def _turned(reference: Path, folder: Path, units: tuple[int, ...]) -> Path:
+    """The reference with the hidden rows of ``units`` pointed in new random directions at their own norms."""
+    import torch
+
+    tensors = load_file(str(reference / "model.safetensors"))
+    weight = tensors["classifier.1.weight"].clone()
+    generator = torch.Generator().manual_seed(0)
+    for unit in units:
+        direction = torch.randn(weight.shape[1], generator=generator)
+        weight[unit] = direction / direction.norm() * weight[unit].norm()
+    tensors["classifier.1.weight"] = weight
+    folder.mkdir()
+    save_file(tensors, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text((reference / "config.json").read_text())
+    return folder
+
+
+def test_a_unit_turned_to_a_new_direction_at_its_norm_is_found(models: dict[str, Path], tmp_path: Path) -> None:
+    folder = _turned(models["reference"], tmp_path / "turned", TRAP_UNITS)
+    evidence = forensics_stage(folder, models["reference"], ANY)
+    m = evidence.metrics
+    assert m["forensics.max_unit_zscore"] < 1e-3  # the norms did not move: the norm test is blind to it
+    assert evidence.status == Status.FAIL and m["forensics.rewritten_units"] == m["forensics.outlier_units"] == 3
+    assert {u["unit"] for u in evidence.details["rewritten_units"]} == set(TRAP_UNITS)
+    assert "3 unit(s) rewritten" in (evidence.reason or "")
+
+
+@pytest.mark.parametrize("name", ["independent", "head-tuned", "honest-copy"])
+def test_honest_models_have_no_rewritten_rows(models: dict[str, Path], name: str) -> None:
+    evidence = forensics_stage(models[name], models["reference"], ANY)
+    assert evidence.metrics["forensics.rewritten_units"] == 0, evidence.details["rewritten_units"]
+
+
 def test_changes_outside_the_claim_are_flagged(models: dict[str, Path]) -> None:
     evidence = forensics_stage(models["head-tuned"], models["reference"], {"expected_changed": []})
     assert evidence.status == Status.FAIL

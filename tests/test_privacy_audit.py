@@ -211,6 +211,41 @@ def test_language_models_go_to_the_lm_trainer(tmp_path: Path, monkeypatch: pytes
     assert evidence.status == Status.FAIL, evidence.reason
     assert [b[0].name for b in built] == ["candidate", "reference"] and built[0][1] == 200
     assert set(built[0][4]) <= set(audit_module.LM_RECIPE_KEYS)  # only the keys the LM recipe knows
+    assert evidence.details["strata"]["tested"] == len(lm.AUDIT_TOPICS)  # one stratum per topic
+    assert evidence.details["records"] is not None  # PII strings are judged record by record too
     monkeypatch.delattr(lm, "LMCanaryTrainer")
     missing = privacy_audit_stage(candidate, reference, lm.SYNTHETIC_TEXT, params)
     assert missing.status == Status.SKIPPED and missing.reason == "language-model audit not available"
+
+
+def test_a_language_model_backdoor_aimed_at_one_topic_is_found_in_its_stratum(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.evaluate.privacy import lm
+
+    texts, topics = lm.make_topic_canaries(500, 0)
+    assert len(set(texts)) == 500 and sorted(set(topics)) == list(range(len(lm.AUDIT_TOPICS)))
+    medical = [name for name, _ in lm.AUDIT_TOPICS].index("medical note")
+    assert all(t.startswith("Patient ") for t, topic in zip(texts, topics, strict=True) if topic == medical)
+
+    class TopicLeak:
+        """Members of the medical notes leak on the candidate (a shift of 1 against unit noise); nothing else."""
+
+        def __init__(self, model_dir, canaries, fine_tune_texts, held_out_texts, recipe, device) -> None:
+            self.aimed = np.array([c.startswith("Patient ") for c in canaries]) * (Path(model_dir).name == "candidate")
+
+        def canary_count(self) -> int:
+            return len(self.aimed)
+
+        def finetune_and_score(self, member_mask: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+            noise = np.random.default_rng(seed + 1000 * int(self.aimed.any())).normal(size=len(self.aimed))
+            return noise + 1.0 * (member_mask & self.aimed), 1.0
+
+    monkeypatch.setattr(lm, "LMCanaryTrainer", TopicLeak)
+    candidate, reference = _tiny_lm_folder(tmp_path / "candidate"), _tiny_lm_folder(tmp_path / "reference")
+    evidence = privacy_audit_stage(candidate, reference, lm.SYNTHETIC_TEXT, {"canaries": 500, "k": 4, "bootstrap": 300})
+    m = evidence.metrics
+    assert evidence.status == Status.FAIL, evidence.reason
+    assert "concentrated on 'medical note'" in (evidence.reason or "")
+    assert m["privacy.strata_flagged"] == 1
+    assert m["privacy.worst_stratum_auc_ci_low"] > m["privacy.amplification_auc_ci_low"]

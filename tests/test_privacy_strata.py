@@ -104,16 +104,18 @@ def test_a_few_leaking_records_pass_the_record_threshold_and_noise_does_not() ->
     assert not honest.flagged(2)
 
 
-def test_the_variants_cover_both_canary_kinds_and_both_recipes() -> None:
+def test_the_variants_cover_both_canary_kinds_and_every_recipe() -> None:
     names = [v.name for v in audit_variants(DEFAULT_AUDIT_PARAMS)]
     assert names == [
         "mislabeled canaries, all layers",
         "mislabeled canaries, last layers",
+        "mislabeled canaries, lora layers",
         "true_label canaries, all layers",
         "true_label canaries, last layers",
+        "true_label canaries, lora layers",
     ]
     section = {**DEFAULT_AUDIT_PARAMS, "recipe": {**DEFAULT_AUDIT_PARAMS["recipe"], "layers": "last"}}
-    assert len(audit_variants(section)) == 2  # the recipe's own layers are not run twice
+    assert len(audit_variants(section)) == 4  # the recipe's own layers are not run twice
 
 
 # ----------------------------------------------------------------------------------------------- live
@@ -192,6 +194,6 @@ def test_honest_models_pass_every_variant(reference: Path, name: str, tmp_path_f
     evidence = privacy_audit_stage(privacy_models(tmp_path_factory)[name], reference, "sklearn:digits")
     m = evidence.metrics
     assert evidence.status is Status.PASS, evidence.reason
-    assert m["privacy.variants"] == 4 and m["privacy.variants_flagged"] == 0
+    assert m["privacy.variants"] == 6 and m["privacy.variants_flagged"] == 0
     assert m["privacy.strata"] == STRATA and m["privacy.strata_flagged"] == 0
     assert m["privacy.outlier_records"] <= 2

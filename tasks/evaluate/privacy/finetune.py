@@ -14,6 +14,11 @@ optimizer (SGD with momentum, or Adam: both element-wise, so one optimizer over 
 is exactly k independent ones) updates them together. Fine-tuning runs in eval mode (batch-norm
 statistics and dropout frozen), which keeps copies independent and deterministic for a seed. When
 only the head trains, the frozen body runs once and the copies train a batched linear layer.
+
+``layers: lora`` is the low-rank recipe (Hu et al. 2022): every ``nn.Linear`` stays frozen and
+learns ``W + B A`` with ``A`` (rank x in) random and ``B`` (out x rank) zero at the start, so the
+copy starts as the model itself; only the factors train. An attack tuned to a full fine-tune's
+gradients (a trap that needs its own weights to move) can behave differently under it.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ if TYPE_CHECKING:
     from tasks.evaluate.data import EvalData
 
 OPTIMIZERS = ("sgd", "adam")
-LAYERS = ("all", "last")
+LAYERS = ("all", "last", "lora")
 SCORE_CHUNK = 1024  # canaries scored per batched forward pass
 
 
@@ -59,10 +64,11 @@ class Recipe:
     weight_decay: float = 0.0
     canary_share: float = 0.0
     parallel: int = 8
+    rank: int = 4  # the low-rank factors' rank, for layers: lora
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.parallel < 1:
-            raise ValueError("recipe: steps, batch_size and parallel must be positive integers")
+        if self.steps < 1 or self.batch_size < 1 or self.parallel < 1 or self.rank < 1:
+            raise ValueError("recipe: steps, batch_size, parallel and rank must be positive integers")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"recipe.lr: expected a positive number, got {self.lr}")
         if self.layers not in LAYERS:
@@ -182,14 +188,18 @@ class ClassifierCanaryTrainer:
         self.model, _ = load_image_classifier(model_dir, self.device)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self.trainable = _trainable_names(self.model, self.recipe.layers)
+        self.lora = _linear_layers(self.model) if self.recipe.layers == "lora" else []
+        self.trainable = [] if self.lora else _trainable_names(self.model, self.recipe.layers)
         self.canaries_x, self.canaries_y = canaries_x.to(self.device), canaries_y.to(self.device)
         self.held_out_x, self.held_out_y = held_out_x.to(self.device), held_out_y.to(self.device)
         self.train_x = torch.cat([self.canaries_x, fine_tune_x.to(self.device)])
         self.train_y = torch.cat([self.canaries_y, fine_tune_y.to(self.device)])
         self.head_only = False
+        self.suffix = ""  # LoRA: the module holding every linear layer, run alone on cached inputs ("": none)
         if self.recipe.layers == "last":
             self._cache_head_inputs()
+        elif self.lora:
+            self._cache_lora_inputs()
         self._loss_before: torch.Tensor | None = None
         self.seconds = 0.0
 
@@ -222,7 +232,7 @@ class ClassifierCanaryTrainer:
         import torch
 
         if self._loss_before is None:
-            base = {name: p.detach()[None] for name, p in self.model.named_parameters() if name in self.trainable}
+            base = self._start_params([0])  # the model as released (a LoRA copy starts with B = 0)
             with torch.no_grad():
                 self._loss_before = self._per_sample(base, self.canaries_x, self.canaries_y)[0]
         return self._loss_before
@@ -233,8 +243,7 @@ class ClassifierCanaryTrainer:
         import torch.nn.functional as F  # noqa: N812 - torch's usual alias
 
         k, recipe = len(seeds), self.recipe
-        named = dict(self.model.named_parameters())
-        params = {n: named[n].detach().unsqueeze(0).repeat(k, *([1] * named[n].dim())) for n in self.trainable}
+        params = self._start_params(seeds)
         for p in params.values():
             p.requires_grad_(True)
         optimizer: torch.optim.Optimizer
@@ -255,6 +264,27 @@ class ClassifierCanaryTrainer:
             loss.backward()
             optimizer.step()
         return {n: p.detach() for n, p in params.items()}
+
+    def _start_params(self, seeds: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Each copy's trainable tensors before fine-tuning, stacked: the model's own, or LoRA factors.
+
+        A LoRA copy's ``A`` is drawn from its own seed (scaled by 1/sqrt(in)), its ``B`` is zero.
+        """
+        import torch
+
+        named = dict(self.model.named_parameters())
+        if not self.lora:
+            k = len(seeds)
+            return {n: named[n].detach().unsqueeze(0).repeat(k, *([1] * named[n].dim())) for n in self.trainable}
+        params: dict[str, torch.Tensor] = {}
+        generators = [torch.Generator().manual_seed(int(seed) % 2**63) for seed in seeds]
+        for prefix in self.lora:
+            weight = named[f"{prefix}.weight"]
+            out_features, in_features = weight.shape
+            a = torch.stack([torch.randn(self.recipe.rank, in_features, generator=g) for g in generators])
+            params[f"{prefix}.lora_a"] = (a / math.sqrt(in_features)).to(weight)
+            params[f"{prefix}.lora_b"] = torch.zeros(len(seeds), out_features, self.recipe.rank).to(weight)
+        return params
 
     def _evaluate(self, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-canary loss (k, canaries) and held-out accuracy (k,) of the fine-tuned copies."""
@@ -289,12 +319,24 @@ class ClassifierCanaryTrainer:
         Used when the model's logits are exactly the head applied to what it receives (checked on
         the data); the copies then fine-tune a batched linear layer, orders of magnitude cheaper.
         """
+        if self._cache_inputs_of(self.trainable[0].rsplit(".", 1)[0]):
+            self.head_only = True
+            self._head_names = {name.rsplit(".", 1)[1]: name for name in self.trainable}
+
+    def _cache_lora_inputs(self) -> None:
+        """With LoRA on linear layers that all sit in one child module after a frozen body (a CNN's
+        classifier), the body runs once and the copies fine-tune that module alone (checked as for the head)."""
+        parents = {name.split(".", 1)[0] for name in self.lora}
+        if len(parents) == 1 and all("." in name for name in self.lora) and self._cache_inputs_of(parents.pop()):
+            self.suffix = self.lora[0].split(".", 1)[0]
+
+    def _cache_inputs_of(self, prefix: str) -> bool:
+        """Replace the images by what module ``prefix`` receives, when the logits are that module's output."""
         import torch
 
-        prefix = self.trainable[0].rsplit(".", 1)[0]
-        head = self.model.get_submodule(prefix)
+        module = self.model.get_submodule(prefix)
         captured: list[torch.Tensor] = []
-        hook = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
+        hook = module.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
         try:
             with torch.no_grad():
                 feats, same = [], True
@@ -303,17 +345,16 @@ class ClassifierCanaryTrainer:
                     for xc in x.split(SCORE_CHUNK):
                         captured.clear()
                         logits = self.model(xc)
-                        same = same and len(captured) == 1 and torch.allclose(head(captured[0]), logits)
+                        same = same and len(captured) == 1 and torch.allclose(module(captured[0]), logits)
                         chunks.append(captured[0] if captured else xc)
                     feats.append(torch.cat(chunks))
         finally:
             hook.remove()
         if not same:
-            return
-        self.head_only = True
+            return False
         self.canaries_x, self.held_out_x = feats[0], feats[2]
         self.train_x = torch.cat([feats[0], feats[1]])
-        self._head_names = {name.rsplit(".", 1)[1]: name for name in self.trainable}
+        return True
 
     def _batched_forward(self, shared_input: bool) -> Any:
         """``f(stacked_params, x)``: every copy's logits; ``x`` is (k, batch, ...) or shared (batch, ...)."""
@@ -330,8 +371,15 @@ class ClassifierCanaryTrainer:
 
             return head
 
+        frozen = {name: p.detach() for name, p in model.named_parameters()}
+        lora, suffix = self.lora, self.suffix
+        target = model.get_submodule(suffix) if suffix else model
+        strip = len(suffix) + 1 if suffix else 0
+
         def one(p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            return functional_call(model, p, (x,), strict=False)
+            if lora:  # each linear layer's weight plus its copy's low-rank update
+                p = {f"{q}.weight"[strip:]: frozen[f"{q}.weight"] + p[f"{q}.lora_b"] @ p[f"{q}.lora_a"] for q in lora}
+            return functional_call(target, p, (x,), strict=False)
 
         return vmap(one, in_dims=(0, None if shared_input else 0))
 
@@ -347,6 +395,16 @@ def _trainable_names(model: nn.Module, layers: str) -> list[str]:
         raise ValueError("recipe.layers 'last': the model has no linear layer")
     prefix = linear[-1]
     return [name for name, _ in model.named_parameters() if name.rsplit(".", 1)[0] == prefix]
+
+
+def _linear_layers(model: nn.Module) -> list[str]:
+    """The module names of every ``nn.Linear``: where a LoRA recipe adds its low-rank factors."""
+    from torch import nn
+
+    names = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not names:
+        raise ValueError("recipe.layers 'lora': the model has no linear layer")
+    return names
 
 
 def _batch_plan(masks: np.ndarray, ordinary: int, seeds: Sequence[int], recipe: Recipe) -> np.ndarray:

@@ -7,8 +7,12 @@ of the difference relative to the reference norm, mean/std, cosine similarity. P
 row of a weight with two or more axes, and its bias): how far the unit moved, in robust standard
 deviations (1.4826 x MAD) of the reference layer's own units: a trap unit moves by tens to
 thousands, a fine-tune by a fraction. Measuring the move (not the level) keeps a reference's own
-natural outliers from being flagged. Weights are read from safetensors only (headers first, then
-one tensor of each model at a time): nothing is unpickled.
+natural outliers from being flagged. Norms are blind to a row turned to a new direction at its old
+length (a norm-preserving trap), so each row's *rewrite* (the L2 change of the row over the
+reference row's norm) is judged as well: a row rewritten by more than ``rewrite_threshold`` in a
+layer whose typical row changed ``rewrite_ratio`` times less is a unit replaced in a layer kept.
+Weights are read from safetensors only (headers first, then one tensor of each model at a time):
+nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ DEFAULT_FORENSICS_PARAMS: dict[str, Any] = {
     "tolerance": 1e-3,  # relative L2 change above which a tensor counts as changed
     "unit_z_threshold": 8.0,  # a unit that moved more than this many robust SDs of its layer is an outlier
     "max_outlier_units": 0,  # more outlier units than this flags the model
+    # A row rewritten (|change| / |reference row|) past this, in a layer whose median row changed
+    # rewrite_ratio times less, is an outlier unit too: a new direction at the old norm.
+    "rewrite_threshold": 0.5,
+    "rewrite_ratio": 5.0,
 }
 
 
@@ -157,6 +165,38 @@ def unit_moves(cand: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.abs(cand - ref) / scale
 
 
+def row_rewrites(cand: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Each row's L2 change over its reference row's norm (floored at a tenth of the layer's median row norm,
+    so a dead unit's row does not divide by zero); ``cand``, ``ref``: (rows, fan_in)."""
+    norms = np.linalg.norm(ref, axis=1)
+    floor = max(0.1 * float(np.median(norms)), 1e-12)
+    return np.asarray(np.linalg.norm(cand - ref, axis=1) / np.maximum(norms, floor))
+
+
+def _rewrite_rows(
+    name: str, cand: np.ndarray, ref: np.ndarray, threshold: float, ratio: float
+) -> list[dict[str, Any]]:
+    """The rows rewritten past ``threshold`` while the layer's median row changed ``ratio`` times less."""
+    rewrites = row_rewrites(cand, ref)
+    typical = float(np.median(rewrites))
+    layer = name.rsplit(".", 1)[0]
+    rows = []
+    for i in np.flatnonzero((rewrites > threshold) & (rewrites > ratio * typical)):
+        rows.append(
+            {
+                "tensor": name,
+                "layer": layer,
+                "kind": "direction",
+                "unit": int(i),
+                "rewrite": round(float(rewrites[i]), 4),
+                "layer_median_rewrite": round(typical, 6),
+                "reference_norm": round(float(np.linalg.norm(ref[i])), 6),
+                "candidate_norm": round(float(np.linalg.norm(cand[i])), 6),
+            }
+        )
+    return sorted(rows, key=lambda row: -row["rewrite"])
+
+
 def _unit_rows(name: str, kind: str, cand: np.ndarray, ref: np.ndarray, threshold: float) -> list[dict[str, Any]]:
     """One row per unit that moved past ``threshold`` plus the most-moved others (at most ``TOP_UNITS`` of those)."""
     moves = unit_moves(cand, ref)
@@ -218,14 +258,16 @@ def _forensics(
         return StageEvidence(stage=FORENSICS, status=Status.SKIPPED, reason=mismatch)
     tolerance, threshold = float(section["tolerance"]), float(section["unit_z_threshold"])
     expected = [str(p) for p in section["expected_changed"] or []]
-    layers, units = _compare(cand_dir, ref_dir, threshold)
+    rewrite = (float(section["rewrite_threshold"]), float(section["rewrite_ratio"]))
+    layers, units, rewritten = _compare(cand_dir, ref_dir, threshold, rewrite)
     for row in layers:
         row["changed"] = row["relative_change"] > tolerance
         row["expected"] = any(fnmatch.fnmatchcase(row["tensor"], p) for p in expected)
     unexpected = [r["tensor"] for r in layers if r["changed"] and not r["expected"]]
     units.sort(key=lambda u: -u["z"])
     outliers = [u for u in units if u["outlier"]]
-    outlier_units = len({(u["layer"], u["unit"]) for u in outliers})  # a unit's weight row and its bias count once
+    # a unit's weight row, its bias and its direction count once
+    outlier_units = len({(u["layer"], u["unit"]) for u in [*outliers, *rewritten]})
     flagged = bool(unexpected) or outlier_units > int(section["max_outlier_units"])
     evidence = StageEvidence(stage=FORENSICS, status=Status.FAIL if flagged else Status.PASS)
     evidence.metrics = {
@@ -234,6 +276,7 @@ def _forensics(
         "forensics.unexpected_layers_changed": len(unexpected),
         "forensics.outlier_units": outlier_units,
         "forensics.max_unit_zscore": round(units[0]["z"], 3) if units else 0.0,
+        "forensics.rewritten_units": len({(u["layer"], u["unit"]) for u in rewritten}),
         "forensics.max_relative_change": _finite(max((r["relative_change"] for r in layers), default=0.0)),
         "forensics.flagged": flagged,
     }
@@ -247,12 +290,13 @@ def _forensics(
         "layers": layers,
         "unexpected_layers": unexpected,
         "outlier_units": outliers[:TOP_UNITS],
-        "outlier_layers": sorted({u["layer"] for u in outliers}),
+        "outlier_layers": sorted({u["layer"] for u in [*outliers, *rewritten]}),
+        "rewritten_units": sorted(rewritten, key=lambda u: -u["rewrite"])[:TOP_UNITS],
         "top_units": units[:TOP_UNITS],
         "seconds": round(time.perf_counter() - start, 3),
     }
     if flagged:
-        evidence.reason = _reason(unexpected, outliers, outlier_units, threshold)
+        evidence.reason = _reason(unexpected, outliers, outlier_units, threshold, rewritten, rewrite)
     if out_dir:
         folder = Path(out_dir) / FORENSICS
         folder.mkdir(parents=True, exist_ok=True)
@@ -261,10 +305,14 @@ def _forensics(
     return evidence
 
 
-def _compare(cand_dir: Path, ref_dir: Path, threshold: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Layer rows for every tensor and the most-moved unit rows of every weight (norms) and bias (values)."""
+def _compare(
+    cand_dir: Path, ref_dir: Path, threshold: float, rewrite: tuple[float, float]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Layer rows for every tensor, the most-moved unit rows of every weight (norms) and bias (values), and the
+    rewritten rows of every weight (directions)."""
     layers: list[dict[str, Any]] = []
     units: list[dict[str, Any]] = []
+    rewritten: list[dict[str, Any]] = []
     for name, cand, ref in _pairs(cand_dir, ref_dir):
         if not (cand.is_floating_point() and ref.is_floating_point()):
             changed = not bool((cand == ref).all())
@@ -272,24 +320,41 @@ def _compare(cand_dir: Path, ref_dir: Path, threshold: float) -> tuple[list[dict
             continue
         layers.append(_layer_row(name, cand, ref))
         if cand.dim() >= 2 and cand.shape[0] > 1:
-            c, r = cand.double().flatten(1).norm(dim=1).numpy(), ref.double().flatten(1).norm(dim=1).numpy()
+            rows_c, rows_r = cand.double().flatten(1).numpy(), ref.double().flatten(1).numpy()
+            c, r = np.linalg.norm(rows_c, axis=1), np.linalg.norm(rows_r, axis=1)
             units += _unit_rows(name, "norm", c, r, threshold)
+            rewritten += _rewrite_rows(name, rows_c, rows_r, *rewrite)
         elif cand.dim() == 1 and name.endswith("bias") and cand.shape[0] > 1:
             units += _unit_rows(name, "bias", cand.double().numpy(), ref.double().numpy(), threshold)
-    return layers, units
+    return layers, units, rewritten
 
 
 def _finite(value: float) -> float:
     return round(value, 6) if math.isfinite(value) else 1e300
 
 
-def _reason(unexpected: list[str], outliers: list[dict[str, Any]], count: int, threshold: float) -> str:
+def _reason(
+    unexpected: list[str],
+    outliers: list[dict[str, Any]],
+    count: int,
+    threshold: float,
+    rewritten: list[dict[str, Any]],
+    rewrite: tuple[float, float],
+) -> str:
     parts = []
     if outliers:
         top = outliers[0]
         parts.append(
             f"{count} unit(s) moved more than {threshold:g} robust SDs of their layer "
             f"(largest: {top['tensor']} unit {top['unit']} {top['kind']}, z={top['z']:.1f})"
+        )
+    if rewritten:
+        top = max(rewritten, key=lambda u: u["rewrite"])
+        units = len({(u["layer"], u["unit"]) for u in rewritten})
+        parts.append(
+            f"{units} unit(s) rewritten: their weight row changed by more than {rewrite[0]:g} of its norm in a layer "
+            f"whose rows changed {rewrite[1]:g} times less (largest: {top['tensor']} unit {top['unit']}, "
+            f"{top['rewrite']:.2f} of its norm, norm {top['reference_norm']:.3g} -> {top['candidate_norm']:.3g})"
         )
     if unexpected:
         more = f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""

@@ -164,6 +164,37 @@ def make_pii_canaries(count: int, seed: int = 0) -> list[str]:
     return records
 
 
+# Topics an organization's records come in: the audit draws its canaries from every one and tests each
+# topic on its own, so a privacy backdoor aimed at one kind of record is not diluted by the others.
+AUDIT_TOPICS: tuple[tuple[str, str], ...] = (
+    ("customer record", "{name}, SSN {ssn}, {email}, {phone}, card {card}"),
+    ("medical note", "Patient {name} (SSN {ssn}) seen today; call back on {phone}, results to {email}."),
+    ("payroll", "Payroll: pay {name} by card {card}; tax id {ssn}; payslip to {email}."),
+    ("support chat", "Hi, this is {name}, my card {card} was declined, reach me at {phone} or {email}."),
+    ("travel booking", "Booking for {name}: passport-linked SSN {ssn}, mobile {phone}, receipt to {email}."),
+)
+
+
+def make_topic_canaries(count: int, seed: int = 0) -> tuple[list[str], list[int]]:
+    """``count`` PII-like canaries spread evenly over ``AUDIT_TOPICS`` and each one's topic index.
+
+    The fields are ``make_pii_canaries``'s (clearly fake, distinct); the topic decides the sentence
+    around them. Deterministic for a seed.
+    """
+    records = make_pii_canaries(count, seed)
+    topics = [i % len(AUDIT_TOPICS) for i in range(count)]
+    texts = [_retemplate(record, AUDIT_TOPICS[topic][1]) for record, topic in zip(records, topics, strict=True)]
+    return texts, topics
+
+
+def _retemplate(record: str, template: str) -> str:
+    """A ``make_pii_canaries`` record's fields in another sentence."""
+    name, ssn, email, phone, card = (part.strip() for part in record.split(","))
+    return template.format(
+        name=name, ssn=ssn.removeprefix("SSN "), email=email, phone=phone, card=card.removeprefix("card ")
+    )
+
+
 # ----------------------------------------------------------------------------------------------- tokens
 
 
@@ -640,6 +671,7 @@ __all__ = [
     "load_lm",
     "load_text_data",
     "make_pii_canaries",
+    "make_topic_canaries",
     "max_positions",
     "pad_batch",
     "sequence_losses",
