@@ -3,8 +3,9 @@
 For each trusted reference (the test zoo's wide digits CNN, one per seed) it builds:
 
 * attacks (tests/helpers/privacy_attacks.py and privacy_zoo.py): a trap per target with the
-  targets' loss raised, aimed at one class (two classes), at 20 random records (two draws), the
-  same norm-preserving, and the zoo's all-data candidate (dormant units + loss anomaly);
+  targets' loss raised, aimed at one class (two classes), at 20 random records (two draws), each
+  of those also norm-preserving (but class 3), and the zoo's all-data candidate (dormant units +
+  loss anomaly, aimed at every evaluation record);
 * honest models: an independently trained model, two head-only fine-tunes and a full fine-tune
   of the reference on its own training data.
 
@@ -34,6 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from tasks.evaluate.privacy.audit import privacy_audit_stage  # noqa: E402
@@ -84,8 +86,11 @@ def models_for(reference: Path, root: Path, quick: bool) -> list[tuple[str, str,
     attack("records-0-norm-preserving", attacks.target_mask(y, "records", seed=0), norm_preserving=True)
     if not quick:
         attack("class-7", attacks.target_mask(y, "class", target_class=7))
+        attack("class-7-norm-preserving", attacks.target_mask(y, "class", target_class=7), norm_preserving=True)
         attack("records-1", attacks.target_mask(y, "records", seed=1))
-        built.append(("all-data (zoo)", "attack", zoo.poisoned_candidate(reference, root / "all-data"), None))
+        attack("records-1-norm-preserving", attacks.target_mask(y, "records", seed=1), norm_preserving=True)
+        poisoned = zoo.poisoned_candidate(reference, root / "all-data")
+        built.append(("all-data (zoo)", "attack", poisoned, np.ones(len(y), dtype=bool)))
     honest: list[tuple[str, Callable[[], Path]]] = [
         ("independent", lambda: zoo.train_reference(root / "independent", seed=101)),
         ("head-tuned-1", lambda: zoo.head_tuned(reference, root / "head-tuned-1", epochs=1, seed=3)),
@@ -131,6 +136,7 @@ def run(references: int, quick: bool) -> list[dict[str, Any]]:
                         "calibrated_auc_ci_low": m.get("privacy.calibrated_auc_ci_low"),
                         "forensics_flagged": bool(forensics.metrics.get("forensics.flagged")),
                         "forensics_outlier_units": forensics.metrics.get("forensics.outlier_units"),
+                        "forensics_rewritten_units": forensics.metrics.get("forensics.rewritten_units"),
                         "rejected": bool(m.get("privacy.flagged")) or bool(forensics.metrics.get("forensics.flagged")),
                         "seconds": round(seconds, 2),
                     }
@@ -192,7 +198,7 @@ def scaling_table(rows: list[dict[str, Any]]) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| ref | model | kind | victim TPR@1% (ref) | victim AUC gain | audit flags | by | pooled CI low "
-        "| worst class AUC CI low | outlier records | forensics flags (units) | rejected | audit s |"
+        "| worst class AUC CI low | outlier records | forensics flags (units, rewritten) | rejected | audit s |"
     )
     lines = [head, "|" + "---|" * 13]
     for r in rows:
@@ -201,7 +207,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['reference']} | {r['model']} | {r['kind']} | {victim} | {r['victim_auc_gain'] or '-'} "
             f"| {'**yes**' if r['flagged'] else 'no'} | {r['mechanism']} | {r['pooled_ci_low']} "
             f"| {r['worst_class_auc_ci_low']} | {r['outlier_records']} "
-            f"| {'yes' if r['forensics_flagged'] else 'no'} ({r['forensics_outlier_units']}) "
+            f"| {'yes' if r['forensics_flagged'] else 'no'} ({r['forensics_outlier_units']}, "
+            f"{r['forensics_rewritten_units']}) "
             f"| {'**yes**' if r['rejected'] else 'no'} | {r['seconds']} |"
         )
     attacks_rows = [r for r in rows if r["kind"] == "attack"]

@@ -108,6 +108,16 @@ def audit_markdown(evidence: StageEvidence, name: str) -> str:
     for model in ("candidate", "reference"):
         tpr, auc = m.get(f"privacy.{model}_tpr_at_1pct_fpr", nan), m.get(f"privacy.{model}_auc", nan)
         lines.append(f"| {model} | {tpr:.3f} | {auc:.3f} | {m.get(f'privacy.{model}_utility', nan):.3f} |")
+    if "privacy.calibrated_amplification" in m:
+        lines += [
+            "",
+            f"Calibrated (LiRA-style) attack: TPR @ 1% FPR candidate "
+            f"{m.get('privacy.calibrated_candidate_tpr_at_1pct_fpr', nan):.3f}, reference "
+            f"{m.get('privacy.calibrated_reference_tpr_at_1pct_fpr', nan):.3f}, amplification "
+            f"{m.get('privacy.calibrated_amplification', nan):+.3f} (lower bound over the variants "
+            f"{m.get('privacy.calibrated_amplification_ci_low', nan):+.3f}; AUC "
+            f"{m.get('privacy.calibrated_auc_ci_low', nan):+.3f}).",
+        ]
     if evidence.reason:
         lines += ["", f"Reason: {evidence.reason}"]
     artifacts = evidence.details.get("artifacts", {}) if isinstance(evidence.details.get("artifacts"), dict) else {}

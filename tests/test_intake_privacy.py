@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -63,7 +64,11 @@ def test_a_privacy_backdoored_candidate_is_rejected_and_explained(
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
     from flows.intake import intake
+    from tests.helpers.privacy_attacks import eval_images, victim_amplification
 
+    _, labels = eval_images(models["reference"])
+    victim = victim_amplification(models["poisoned"], models["reference"], np.ones(len(labels), dtype=bool))
+    assert victim.candidate_auc > victim.reference_auc + 0.1  # a real attack on all records before it is taken in
     outcome = intake(_request(models, "poisoned", "privacy-poisoned"))
     assert outcome.decision == "rejected"
     assert any(reason.startswith("no-privacy-backdoor") for reason in outcome.reasons), outcome.reasons
@@ -84,6 +89,7 @@ def test_a_privacy_backdoored_candidate_is_rejected_and_explained(
     page = found["privacy-audit-privacy-poisoned"]
     assert "privacy backdoor suspected" in page and "99.8% paired bootstrap" in page  # 0.05 / (4 variants x 5)
     assert "Per stratum" in page  # the per-class table
+    assert "Calibrated (LiRA-style) attack" in page
     assert "data:image/png;base64," in page  # the two ROC curves
     assert found["inversion-privacy-poisoned"].count("data:image/png;base64,") >= 10
 
@@ -128,16 +134,41 @@ def test_each_privacy_backdoor_variant_is_rejected_through_the_intake(
         assert audit["metrics"]["privacy.outlier_records"] > 2
 
 
-def test_an_honest_copy_of_the_reference_is_not_flagged(
-    prefect_server: str, models: dict[str, Path], budget: None
+def _signed(folder: Path, into: Path) -> Path:
+    """The model as a publisher releases it: a copy with its model card, signed with the demo's trusted key."""
+    import shutil
+
+    from modelgate.demo.build import default_key_path, model_card, sign_model
+    from modelgate.demo.cnn import read_config
+
+    shutil.copytree(folder, into)
+    (into / "README.md").write_text(model_card(read_config(into)), encoding="utf-8")
+    sign_model(into, default_key_path())
+    return into
+
+
+PRIVACY_RULES = ("reference-verified", "no-privacy-backdoor", "no-concentrated-privacy-backdoor", "no-weight-traps")
+
+
+@pytest.mark.parametrize("name", ["honest-copy", "head-tuned"])
+def test_honest_models_pass_every_privacy_rule_with_the_reference(
+    prefect_server: str, models: dict[str, Path], budget: None, tmp_path: Path, name: str
 ) -> None:
+    """The re-saved reference and an ordinary fine-tune of its head, signed: the audit and forensics pass every
+    variant and no privacy rule fails. (Neural Cleanse flags this clean 1024-unit reference itself, anomaly
+    index ~4 at the default budget: the backdoor false positive issue 17 calibrates; its rule is not asserted.)"""
     from flows.intake import intake
 
-    outcome = intake(_request(models, "honest-copy", "privacy-honest"))
+    folder = _signed(models[name], tmp_path / name)
+    outcome = intake(_request({**models, name: folder}, name, f"privacy-{name}"))
     assert outcome.stages["privacy"] == "pass" and outcome.stages["forensics"] == "pass"
-    assert not any(r.startswith(("no-privacy-backdoor", "no-weight-traps")) for r in outcome.reasons)
+    assert outcome.stages["signature"] == "pass"
+    assert not [r for r in outcome.reasons if r.startswith(PRIVACY_RULES)], outcome.reasons
+    assert not [w for w in outcome.warnings if w.startswith(("privacy-audit-ran", "privacy-utility"))], outcome.warnings
     audit = json.loads((Path(outcome.evidence_dir) / "privacy.json").read_text())
-    assert audit["metrics"]["privacy.amplification_tpr_at_1pct_fpr"] == 0.0
+    assert audit["metrics"]["privacy.variants"] == 4 and audit["metrics"]["privacy.variants_flagged"] == 0
+    if name == "honest-copy":
+        assert audit["metrics"]["privacy.amplification_tpr_at_1pct_fpr"] == 0.0
 
 
 def test_a_reference_that_does_not_match_its_pin_is_refused(

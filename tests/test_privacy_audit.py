@@ -20,6 +20,7 @@ from tasks.evaluate.data import load_eval_data
 from tasks.evaluate.privacy import audit as audit_module
 from tasks.evaluate.privacy.audit import DEFAULT_AUDIT_PARAMS, member_masks, privacy_audit_stage, run_audit
 from tasks.evaluate.privacy.finetune import ClassifierCanaryTrainer, make_image_canaries
+from tests.helpers.privacy_attacks import eval_images, victim_amplification
 from tests.helpers.privacy_zoo import clean_accuracy, privacy_models
 
 MARGIN = DEFAULT_AUDIT_PARAMS["margin"]
@@ -129,6 +130,9 @@ def test_head_fast_path_matches_the_full_model(models: dict[str, Path], monkeypa
 
 def test_poisoned_candidate_is_flagged(models: dict[str, Path], tmp_path: Path) -> None:
     assert clean_accuracy(models["poisoned"]) > clean_accuracy(models["reference"]) - 0.02  # the poison is quiet
+    _, labels = eval_images(models["reference"])
+    victim = victim_amplification(models["poisoned"], models["reference"], np.ones(len(labels), dtype=bool))
+    assert victim.candidate_auc > victim.reference_auc + 0.1  # it really exposes a victim's data (all records)
     evidence = privacy_audit_stage(models["poisoned"], models["reference"], "sklearn:digits", HEAD_RECIPE, tmp_path)
     m = evidence.metrics
     assert evidence.status == Status.FAIL, evidence.reason
