@@ -26,22 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelgate.demo.build import (
-    BATCH_SIZE,
-    CHANNELS,
-    HIDDEN_UNITS,
-    IMAGE_SIDE,
-    LEARNING_RATE,
-    _reproducible,
-    accuracy,
-    digits_dataset,
-)
-from modelgate.demo.cnn import CnnConfig, build_model, save_weights, write_config
+from modelgate.demo.build import IMAGE_SIDE, accuracy, digits_dataset
+from modelgate.demo.cnn import save_weights, write_config
+from tests.helpers.zoo import fit_digits_cnn
 
 if TYPE_CHECKING:
     import torch
 
-EPOCHS = 12
 POISON_RATE = 0.1  # of the training set, per trigger
 NOISE_RATE = 0.2  # WaNet's noise mode: random warps that keep their label
 SIDE = IMAGE_SIDE
@@ -197,7 +188,6 @@ class BackdooredModel:
 def train_backdoored(name: str, backdoor: Backdoor | None, seed: int, out: Path) -> BackdooredModel:
     """Train the demo CNN on the poisoned training split (``backdoor`` None: clean) into ``out/name``."""
     import torch
-    import torch.nn.functional as F  # noqa: N812
 
     data = digits_dataset(0)
     x, y = data.train_x.clone(), data.train_y.clone()
@@ -215,26 +205,9 @@ def train_backdoored(name: str, backdoor: Backdoor | None, seed: int, out: Path)
             start = len(backdoor.triggers) * share
             noisy = order[start : start + int(NOISE_RATE * len(y))]
             x[noisy] = backdoor.noise(x[noisy], generator)
-    config = CnnConfig(
-        num_classes=10,
-        input_shape=(1, SIDE, SIDE),
-        channels=CHANNELS,
-        hidden_units=HIDDEN_UNITS,
-        label_names=tuple(str(d) for d in range(10)),
-        mean=(round(float(data.train_x.mean()), 6),),
-        std=(round(float(data.train_x.std()), 6),),
-        training={"dataset": "sklearn:digits", "seed": seed, "family": backdoor.family if backdoor else "clean"},
-    )
-    with _reproducible(seed):
-        model = build_model(config)
-        optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-        model.train()
-        for _ in range(EPOCHS):
-            for batch in torch.randperm(len(y), generator=generator).split(BATCH_SIZE):
-                optimizer.zero_grad()
-                F.cross_entropy(model(x[batch]), y[batch]).backward()
-                optimizer.step()
-        model.eval()
+    training = {"dataset": "sklearn:digits", "seed": seed, "family": backdoor.family if backdoor else "clean"}
+    model, config = fit_digits_cnn(x, y, seed, generator, training)
+    model.eval()
     success: list[float] = []
     for trigger in backdoor.triggers if backdoor else ():
         keep = data.test_y != trigger.target if trigger.target is not None else torch.ones_like(data.test_y, dtype=bool)

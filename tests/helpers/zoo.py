@@ -36,6 +36,7 @@ from modelgate.demo.cnn import CnnConfig, build_model, save_weights, write_confi
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
 EPOCHS = 12
 POISON_RATE = 0.1
@@ -111,17 +112,13 @@ def stamp(x: torch.Tensor, trigger: Trigger) -> torch.Tensor:
     return (1 - mask) * x + mask * pattern
 
 
-def train_model(name: str, seed: int, trigger: Trigger | None, out: Path) -> ZooModel:
+def fit_digits_cnn(
+    train_x: torch.Tensor, train_y: torch.Tensor, seed: int, generator: torch.Generator, training: dict[str, Any]
+) -> tuple[nn.Module, CnnConfig]:
+    """The demo CNN trained (Adam, EPOCHS epochs, seeded) on a possibly poisoned copy of the training split."""
     import torch
 
     data = digits_dataset(0)
-    train_x, train_y = data.train_x.clone(), data.train_y.clone()
-    generator = torch.Generator().manual_seed(seed)
-    if trigger is not None:
-        candidates = torch.nonzero(train_y != trigger.target).flatten()
-        picked = candidates[torch.randperm(len(candidates), generator=generator)[: int(POISON_RATE * len(train_y))]]
-        train_x[picked] = stamp(train_x[picked], trigger)
-        train_y[picked] = trigger.target
     config = CnnConfig(
         num_classes=10,
         input_shape=(1, IMAGE_SIDE, IMAGE_SIDE),
@@ -130,12 +127,7 @@ def train_model(name: str, seed: int, trigger: Trigger | None, out: Path) -> Zoo
         label_names=tuple(str(d) for d in range(10)),
         mean=(round(float(data.train_x.mean()), 6),),
         std=(round(float(data.train_x.std()), 6),),
-        training={
-            "dataset": "sklearn:digits",
-            "seed": seed,
-            "zoo": name,
-            "trigger": asdict(trigger) if trigger else None,
-        },
+        training=training,
     )
     with _reproducible(seed):
         model = build_model(config)
@@ -147,6 +139,23 @@ def train_model(name: str, seed: int, trigger: Trigger | None, out: Path) -> Zoo
                 optimizer.zero_grad()
                 loss_fn(model(train_x[batch]), train_y[batch]).backward()
                 optimizer.step()
+    return model, config
+
+
+def train_model(name: str, seed: int, trigger: Trigger | None, out: Path) -> ZooModel:
+    import torch
+
+    data = digits_dataset(0)
+    train_x, train_y = data.train_x.clone(), data.train_y.clone()
+    generator = torch.Generator().manual_seed(seed)
+    if trigger is not None:
+        candidates = torch.nonzero(train_y != trigger.target).flatten()
+        picked = candidates[torch.randperm(len(candidates), generator=generator)[: int(POISON_RATE * len(train_y))]]
+        train_x[picked] = stamp(train_x[picked], trigger)
+        train_y[picked] = trigger.target
+    training = {"dataset": "sklearn:digits", "seed": seed, "zoo": name, "trigger": asdict(trigger) if trigger else None}
+    model, config = fit_digits_cnn(train_x, train_y, seed, generator, training)
+    with _reproducible(seed):
         clean = accuracy(model, data.test_x, data.test_y)
         success = None
         if trigger is not None:
