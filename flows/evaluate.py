@@ -251,28 +251,42 @@ def _key(name: str) -> str:
 def triggers_markdown(evidence: StageEvidence, name: str) -> str:
     """A reviewer's page: the verdict, then every label's trigger (inline PNG) with its norm and index."""
     metrics, details = evidence.metrics, evidence.details
-    verdict = "**backdoor suspected**" if metrics.get("backdoor.flagged") else "no backdoor found"
+    targets = _int_list(metrics.get("backdoor.targets"))
+    verdict = f"**backdoor suspected**: target label(s) {_labels(targets)}" if targets else "no backdoor found"
     threshold = details["neural_cleanse"]["config"]["anomaly_threshold"]
     lines = [
-        f"# Neural Cleanse: {name}",
+        f"# Backdoor detection: {name}",
         "",
-        f"Verdict: {verdict}. Anomaly index {metrics['backdoor.anomaly_index']:.2f} (flag above {threshold:g}), "
-        f"smallest trigger: label {metrics['backdoor.suspect_label']}. MM-BD (second opinion): "
-        f"p-value {metrics['backdoor.mmbd_p_value']:.4f}, largest margin at label "
-        f"{metrics['backdoor.mmbd_suspect_label']}{' (flagged)' if metrics['backdoor.mmbd_flagged'] else ''}.",
+        f"Verdict (Neural Cleanse and MM-BD combined, calibrated on clean models): {verdict}.",
+        "",
+        f"Neural Cleanse: anomaly index {metrics['backdoor.anomaly_index']:.2f} (its paper flags above "
+        f"{threshold:g}), smallest trigger: label {metrics['backdoor.suspect_label']}; labels above "
+        f"{threshold:g}: {_labels(_int_list(metrics.get('backdoor.suspect_labels')))}. MM-BD: p-value "
+        f"{metrics['backdoor.mmbd_p_value']:.4f}, largest margin at label {metrics['backdoor.mmbd_suspect_label']}; "
+        f"step-down names: {_labels(_int_list(metrics.get('backdoor.mmbd_suspect_labels')))}.",
         "",
         "| label | trigger (mask x pattern) | L1 norm | anomaly index | MM-BD margin |",
         "|---|---|---|---|---|",
     ]
     previews = details["artifacts"]["previews"]
+    named = set(targets)
     for row, path in zip(details["neural_cleanse"]["norms"], previews, strict=True):
         data = base64.b64encode(Path(path).read_bytes()).decode()
-        mark = " **<-**" if row["label"] == metrics["backdoor.suspect_label"] and metrics["backdoor.flagged"] else ""
+        mark = " **<-**" if row["label"] in named else ""
         lines.append(
             f"| {row['label']} ({row['name']}){mark} | ![trigger {row['label']}](data:image/png;base64,{data}) "
             f"| {row['l1_norm']:.2f} | {row['anomaly_index']:.2f} | {row['mmbd_margin']:.2f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _int_list(value: object) -> list[int]:
+    """A list-of-labels metric (absent in evidence older than the metric: empty)."""
+    return [int(v) for v in value] if isinstance(value, list) else []
+
+
+def _labels(labels: list[int]) -> str:
+    return ", ".join(str(k) for k in labels) if labels else "none"
 
 
 def main(argv: list[str] | None = None) -> int:

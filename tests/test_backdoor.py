@@ -65,14 +65,20 @@ def test_neural_cleanse_verdict_on_the_zoo(name: str, zoo: list[ZooModel], zoo_e
     metrics = evidence.metrics
     if model.trigger is None:
         assert evidence.status is Status.PASS, evidence.reason
-        assert metrics["backdoor.flagged"] is False, metrics
+        assert metrics["backdoor.verdict_flagged"] is False and metrics["backdoor.targets"] == [], metrics
+        assert metrics["backdoor.flagged"] is False, metrics  # Neural Cleanse alone, at the paper's threshold
         assert metrics["backdoor.anomaly_index"] <= 2.0
+        assert metrics["backdoor.suspect_labels"] == []
     else:
         assert evidence.status is Status.FAIL, metrics
+        assert metrics["backdoor.verdict_flagged"] is True
+        assert metrics["backdoor.targets"] == [model.trigger.target], metrics
         assert metrics["backdoor.flagged"] is True
         assert metrics["backdoor.suspect_label"] == model.trigger.target
         assert metrics["backdoor.anomaly_index"] > 2.0
-        assert f"label {model.trigger.target}" in (evidence.reason or "")
+        assert metrics["backdoor.suspect_labels"][0] == model.trigger.target  # every suspect, the first the worst
+        assert (evidence.reason or "").startswith(f"backdoor target label {model.trigger.target} ")
+        assert evidence.details["verdict"]["rules"][model.trigger.target]
 
 
 def test_patch_triggers_are_recovered_where_they_were_planted(
@@ -95,6 +101,9 @@ def test_mmbd_is_measured_as_a_second_opinion(zoo: list[ZooModel], zoo_evidence:
         metrics = zoo_evidence[model.name].metrics
         assert 0.0 <= metrics["backdoor.mmbd_p_value"] <= 1.0
         assert isinstance(metrics["backdoor.mmbd_flagged"], bool)
+        assert metrics["backdoor.mmbd_flagged"] == bool(metrics["backdoor.mmbd_suspect_labels"])
+        steps = zoo_evidence[model.name].details["mmbd"]["step_p_values"]
+        assert len(steps) == 3 and steps[0] == metrics["backdoor.mmbd_p_value"]
         if model.trigger is None:
             flagged_clean += bool(metrics["backdoor.mmbd_flagged"])
         else:

@@ -1,16 +1,20 @@
 """The trigger families of the backdoor benchmark (tests/helpers/backdoor_families.py) do what they say.
 
 Training a model of each family is the benchmark's job (bench/bench_backdoor_families.py); here the
-triggers themselves: images stay images, each family changes them its own way, targets map right.
+triggers themselves: images stay images, each family changes them its own way, targets map right;
+and the architectures other than the demo CNN train a working backdoor and load through the adapters.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from modelgate.demo.build import digits_dataset
-from tests.helpers.backdoor_families import FAMILIES, family
+from modelgate.demo.build import accuracy, digits_dataset
+from tasks.evaluate.adapters import load_image_classifier
+from tests.helpers.backdoor_families import FAMILIES, family, train_backdoored
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +64,19 @@ def test_wanet_noise_mode_is_not_the_trigger_warp(images: torch.Tensor) -> None:
     warp = backdoor.triggers[0].stamp(images, torch.Generator().manual_seed(0))
     noise = backdoor.noise(images, torch.Generator().manual_seed(0))
     assert (warp - noise).abs().mean() > 1e-3
+
+
+@pytest.mark.parametrize(("arch", "adapter"), [("resnet", "transformers"), ("cnn-deep", "modelgate-small-cnn")])
+def test_other_architectures_train_a_working_backdoor_and_load_like_any_model(
+    arch: str, adapter: str, tmp_path: Path
+) -> None:
+    """A tiny Hugging Face ResNet (saved with save_pretrained) and a deeper CNN: the backdoor works, and the
+    evaluations' own loader reads back the very model that was measured."""
+    model = train_backdoored(f"{arch}-patch", family("patch", 6), 3, tmp_path, arch)
+    assert model.valid, model
+    loaded, info = load_image_classifier(model.path)
+    assert info.adapter == adapter and info.input_shape == (1, 16, 16) and info.num_classes == 10
+    data = digits_dataset(0)
+    assert accuracy(loaded, data.test_x, data.test_y) == pytest.approx(model.clean_accuracy, abs=1e-4)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        train_backdoored("x", None, 0, tmp_path, "mlp")

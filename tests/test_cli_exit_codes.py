@@ -101,9 +101,7 @@ CASES: list[tuple[str, list[str], dict[str, str]]] = [
 
 
 @pytest.mark.parametrize(("case", "args", "overrides"), CASES, ids=[c[0] for c in CASES])
-def test_failure_is_one_line_and_exit_2(
-    tmp_path: Path, case: str, args: list[str], overrides: dict[str, str]
-) -> None:
+def test_failure_is_one_line_and_exit_2(tmp_path: Path, case: str, args: list[str], overrides: dict[str, str]) -> None:
     env = _base_env(tmp_path)
     dead = DEAD.format(port=free_port())
     fill = {"model": str(_model(tmp_path)), "tmp": str(tmp_path), "dead": dead}

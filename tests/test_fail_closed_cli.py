@@ -27,7 +27,7 @@ from tests.helpers.registry import BUCKET, PUBLISHER, Registry, registry_server
 
 pytestmark = pytest.mark.services
 
-CRASH_MEMBERSHIP = '''
+CRASH_MEMBERSHIP = """
 import tasks.evaluate.privacy.mia as mia
 
 
@@ -36,7 +36,7 @@ def _crash(*args, **kwargs):
 
 
 mia.train_reference_models = _crash
-'''
+"""
 
 
 @pytest.fixture(scope="module")

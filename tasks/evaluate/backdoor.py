@@ -11,8 +11,19 @@ early leaves the batch, so the batched run does exactly the work of the per-labe
 saves each pass's fixed cost (kernel launches on a GPU); on a CPU, where a small model's own
 forward/backward per image is the whole cost, both take about the same time (docs/benchmarks.md).
 
+Many classes (more than ``prune_above_classes``): the labels are arms of a bandit, as in K-Arm
+(Shen et al., ICML 2021). Every ``prune_every`` epochs, successive halving stops the worse half of
+the running labels (ranked by their best norm so far, a label that has not reached the attack
+success yet ranking last) down to ``keep_labels``; a random ``null_labels`` of them always run to
+the end, so that the median and MAD behind the anomaly index come from fully optimized norms of
+labels chosen without looking. A stopped label keeps its norm when it stopped (an upper bound: it
+was stopped because it was far from the smallest), so the cost grows with the classes times a few
+epochs instead of the whole budget, at the same verdict (docs/benchmarks.md measures both).
+
 The verdict is the MAD anomaly index of the smallest mean L1 norm (consistency constant 1.4826),
-flagged above the threshold (2 in the paper) only for a label below the median.
+flagged above the threshold (2 in the paper) only for a label below the median. Every label above
+the threshold is a suspect (``suspect_labels``, most anomalous first): the median and MAD stay put
+when two or three of ten labels are targets, so a second target is reported, not hidden.
 """
 
 from __future__ import annotations
@@ -53,6 +64,10 @@ class NeuralCleanseConfig:
     early_stop_patience: int = 25
     seeds: tuple[int, ...] = (0, 1)
     anomaly_threshold: float = 2.0
+    prune_above_classes: int = 32
+    prune_every: int = 5
+    null_labels: int = 10
+    keep_labels: int = 8
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> NeuralCleanseConfig:
@@ -83,6 +98,10 @@ class NeuralCleanseResult:
     passes: int
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
+    suspect_labels: list[int] = field(default_factory=list)
+    row_steps: int = 0  # optimization steps summed over the rows: the work, whatever the device
+    pruned_labels: list[int] = field(default_factory=list)  # stopped early by the label schedule
+    null_labels: list[int] = field(default_factory=list)  # whose norms the median and MAD come from
 
     @property
     def triggers(self) -> torch.Tensor:
@@ -98,12 +117,21 @@ class NeuralCleanseResult:
         return [encode_png(m[0]) for m in self.masks.detach().cpu().numpy()]
 
 
-def mad_anomaly(norms: Sequence[float]) -> tuple[list[float], float, int]:
+def suspects(norms: Sequence[float], label_anomaly: Sequence[float], threshold: float) -> list[int]:
+    """Every label below the median norm (a positive index) with an anomaly index above ``threshold``,
+    most anomalous first."""
+    chosen = [k for k, a in enumerate(label_anomaly) if a > threshold and a > 0]
+    return sorted(chosen, key=lambda k: -label_anomaly[k])
+
+
+def mad_anomaly(norms: Sequence[float], null: Sequence[int] = ()) -> tuple[list[float], float, int]:
     """Per-label anomaly indices ``(median - norm) / (1.4826 * MAD)`` (positive below the median),
-    the index of the smallest norm, and that label."""
+    the index of the smallest norm, and that label; the median and MAD are the ``null`` labels' when
+    given (the labels a pruned search ran to the end), else every label's."""
     values = np.asarray(norms, dtype=np.float64)
-    median = float(np.median(values))
-    mad = MAD_CONSISTENCY * float(np.median(np.abs(values - median)))
+    base = values[list(null)] if len(null) else values
+    median = float(np.median(base))
+    mad = MAD_CONSISTENCY * float(np.median(np.abs(base - median)))
     scale = max(mad, 1e-12 * max(median, 1.0))
     per_label = ((median - values) / scale).tolist()
     suspect = int(np.argmin(values))
@@ -118,7 +146,8 @@ def neural_cleanse(
     rows = [(s, k) for s in range(len(cfg.seeds)) for k in range(num_classes)]
     start = time.perf_counter()
     with frozen(model):
-        out = _Search(model, x, num_classes, cfg).run(rows)
+        search = _Search(model, x, num_classes, cfg)
+        out = search.run(rows, pruning=num_classes > cfg.prune_above_classes)
     return _result(out, num_classes, cfg, time.perf_counter() - start)
 
 
@@ -132,8 +161,9 @@ def neural_cleanse_per_label(
     with frozen(model):
         search = _Search(model, x, num_classes, cfg)
         parts = [search.run([row]) for row in search_rows]
-    merged = {key: _concat([p[key] for p in parts]) for key in parts[0] if key != "passes"}
+    merged = {key: _concat([p[key] for p in parts]) for key in parts[0] if key not in ("passes", "row_steps")}
     merged["passes"] = sum(int(p["passes"]) for p in parts)
+    merged["row_steps"] = sum(int(p["row_steps"]) for p in parts)
     return _result(merged, num_classes, cfg, time.perf_counter() - start)
 
 
@@ -171,10 +201,19 @@ class _Search:
             orders.append(torch.stack(perms).view(cfg.epochs, self.steps_per_epoch, self.batch))
         self.order = torch.stack(orders).to(self.device)  # [seeds, epochs, steps, batch] sample indices
 
-    def run(self, rows: list[tuple[int, int]]) -> dict[str, Any]:
+    def null_sample(self) -> set[int]:
+        """The labels that always run to the end when pruning (chosen by the first seed, not by their norms)."""
+        import torch
+
+        gen = torch.Generator().manual_seed(int(self.cfg.seeds[0]))
+        chosen = torch.randperm(self.num_classes, generator=gen)[: self.cfg.null_labels]
+        return {int(k) for k in chosen}
+
+    def run(self, rows: list[tuple[int, int]], pruning: bool = False) -> dict[str, Any]:
         import torch
 
         cfg, dev = self.cfg, self.device
+        null = self.null_sample() if pruning else set()
         count = len(rows)
         seed_of = torch.tensor([s for s, _ in rows], device=dev)
         target = torch.tensor([k for _, k in rows], device=dev)
@@ -184,7 +223,7 @@ class _Search:
         state = _Schedule(count, cfg, dev)
         best_m, best_p = _mask(raw_m), _mask(raw_p)
         active = torch.arange(count, device=dev)
-        passes = 0
+        passes = row_steps = 0
         for epoch in range(cfg.epochs):
             acc_sum = torch.zeros(len(active), device=dev)
             reg_sum = torch.zeros(len(active), device=dev)
@@ -194,11 +233,14 @@ class _Search:
                 acc_sum += acc
                 reg_sum += reg
                 passes += 1
+                row_steps += len(active)
             masks, patterns = _mask(raw_m[active]), _mask(raw_p[active])
             improved = state.end_epoch(active, acc_sum / self.steps_per_epoch, reg_sum / self.steps_per_epoch)
             best_m[active[improved]] = masks[improved]
             best_p[active[improved]] = patterns[improved]
             state.epochs_run[active] = epoch + 1
+            if pruning and (epoch + 1) % cfg.prune_every == 0:
+                self._prune(rows, active, state, null, acc_sum / self.steps_per_epoch, reg_sum / self.steps_per_epoch)
             active = active[~state.stopped[active]]
             if len(active) == 0:
                 break
@@ -208,12 +250,44 @@ class _Search:
         return {
             "rows": rows,
             "norms": norms.cpu(),
+            "pruned": state.pruned.cpu(),
+            "null": sorted(null),
             "reached": (~unreached).cpu(),
             "masks": best_m.detach(),
             "patterns": best_p.detach(),
             "epochs": state.epochs_run.cpu(),
             "passes": passes,
+            "row_steps": row_steps,
         }
+
+    def _prune(
+        self,
+        rows: list[tuple[int, int]],
+        active: torch.Tensor,
+        state: _Schedule,
+        null: set[int],
+        acc: torch.Tensor,
+        reg: torch.Tensor,
+    ) -> None:
+        """Successive halving over the labels still running: stop the worse half (never below keep_labels,
+        never a null label); a label's seeds stay or go together."""
+        import torch
+
+        score: dict[int, float] = {}
+        for i, row in enumerate(active.tolist()):
+            best = float(state.reg_best[row])
+            # not reached yet: behind every reached label, ordered by how far its success is from the bar
+            value = best if math.isfinite(best) else 1e12 * (2.0 - float(acc[i])) + float(reg[i])
+            label = rows[row][1]
+            score[label] = score.get(label, 0.0) + value
+        racing = sorted((k for k in score if k not in null), key=lambda k: score[k])
+        keep = max(self.cfg.keep_labels, len(racing) // 2)
+        if keep >= len(racing):
+            return
+        dropped = set(racing[keep:])
+        drop = torch.tensor([rows[row][1] in dropped for row in active.tolist()], device=active.device)
+        state.stopped[active[drop]] = True
+        state.pruned[active[drop]] = True
 
     def _step(
         self,
@@ -297,6 +371,7 @@ class _Schedule:
         self.early_best = torch.full((rows,), math.inf, device=device)
         self.up, self.down, self.set_count, self.early_count = zeros(), zeros(), zeros(), zeros()
         self.up_flag, self.down_flag, self.stopped = zeros(torch.bool), zeros(torch.bool), zeros(torch.bool)
+        self.pruned = zeros(torch.bool)
         self.epochs_run = zeros()
 
     def end_epoch(self, rows: torch.Tensor, acc: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
@@ -354,8 +429,9 @@ def _result(out: dict[str, Any], num_classes: int, cfg: NeuralCleanseConfig, sec
     mean = norms.mean(0)
     pick = norms.argmin(0)
     labels = torch.arange(num_classes)
-    per_label, index, suspect = mad_anomaly(mean.tolist())
-    median = float(np.median(mean.numpy()))
+    null = list(out.get("null") or [])
+    per_label, index, suspect = mad_anomaly(mean.tolist(), null)
+    pruned = out["pruned"][order].view(seeds, num_classes).any(0)
     return NeuralCleanseResult(
         norms=[float(v) for v in mean],
         norms_per_seed=norms.tolist(),
@@ -363,11 +439,15 @@ def _result(out: dict[str, Any], num_classes: int, cfg: NeuralCleanseConfig, sec
         label_anomaly=per_label,
         anomaly_index=index,
         suspect_label=suspect,
-        flagged=bool(index > cfg.anomaly_threshold and mean[suspect] < median),
+        flagged=bool(index > cfg.anomaly_threshold and index > 0),
         masks=masks[pick.to(masks.device), labels.to(masks.device)].cpu(),
         patterns=patterns[pick.to(patterns.device), labels.to(patterns.device)].cpu(),
         epochs_run=epochs.tolist(),
         passes=int(out["passes"]),
+        row_steps=int(out["row_steps"]),
         seconds=seconds,
         config=cfg.to_dict(),
+        suspect_labels=suspects(mean.tolist(), per_label, cfg.anomaly_threshold),
+        pruned_labels=[k for k in range(num_classes) if bool(pruned[k])],
+        null_labels=null,
     )

@@ -1,7 +1,8 @@
 """The evaluation stages as plain functions returning evidence, and their thin Prefect tasks.
 
-``backdoor_stage`` runs Neural Cleanse (the verdict: ``fail`` when it flags a label) and MM-BD (a
-second opinion the policy can weigh, never a veto); ``adversarial_stage`` runs PGD. Both load only
+``backdoor_stage`` runs Neural Cleanse and MM-BD and combines them into one verdict calibrated on
+clean models (``backdoor_verdict.py``: ``fail`` when it names a target label; each detector's own
+flag stays a figure for the reviewer); ``adversarial_stage`` runs PGD. Both load only
 safetensors through the adapters, validate the evaluation data first, record the device, and write
 their artifacts (trigger PNGs, the norms table, the robustness CSV) under ``out_dir``. A model the
 image evaluations cannot run on is ``skipped`` with the reason; bad evaluation data is an ``error``
@@ -24,6 +25,7 @@ from modelgate.evidence import StageEvidence, Status
 from tasks.evaluate.adapters import ModelInfo, load_image_classifier
 from tasks.evaluate.adversarial import PGDConfig, RobustnessReport, eps_key, evaluate_robustness
 from tasks.evaluate.backdoor import NeuralCleanseConfig, NeuralCleanseResult, neural_cleanse
+from tasks.evaluate.backdoor_verdict import BackdoorVerdict, VerdictConfig, combine
 from tasks.evaluate.data import EvalData, load_eval_data, per_class
 from tasks.evaluate.harness import (
     file_digest,
@@ -50,11 +52,13 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "device": "auto",
     "neural_cleanse": {
         "samples_per_class": 20,
+        "max_samples": 1000,
         "min_samples_per_class": 10,
         "sample_seed": 0,
         **NeuralCleanseConfig().to_dict(),
     },
     "mmbd": MMBDConfig().to_dict(),
+    "verdict": VerdictConfig().to_dict(),
     "pgd": {
         "epsilons": {"linf": [0.03, 0.1], "l2": [0.5, 1.0]},
         "steps": 20,
@@ -88,7 +92,7 @@ def merge_params(params: Mapping[str, Any] | None, base: Mapping[str, Any] | Non
 def backdoor_stage(
     model_dir: str | Path, eval_data: str, params: Mapping[str, Any] | None = None, out_dir: str | Path | None = None
 ) -> StageEvidence:
-    """Neural Cleanse + MM-BD on an image classifier; ``fail`` when Neural Cleanse flags a label."""
+    """Neural Cleanse + MM-BD on an image classifier; ``fail`` when their combined verdict names a target."""
     return guarded(BACKDOOR, lambda: _backdoor(Path(model_dir), eval_data, merge_params(params), output_dir(out_dir)))
 
 
@@ -128,12 +132,14 @@ def _backdoor(model_dir: Path, eval_data: str, params: dict[str, Any], out_dir: 
         BACKDOOR, model_dir, eval_data, params, int(nc_params["min_samples_per_class"])
     )
     assert info.input_shape is not None and info.num_classes is not None
-    subset = per_class(data, int(nc_params["samples_per_class"]), int(nc_params["sample_seed"]))
+    per_label = min(int(nc_params["samples_per_class"]), max(1, int(nc_params["max_samples"]) // info.num_classes))
+    subset = per_class(data, per_label, int(nc_params["sample_seed"]))
     nc = neural_cleanse(model, subset.x.to(device), info.num_classes, NeuralCleanseConfig.from_params(nc_params))
     mm = mmbd(model, info.num_classes, info.input_shape, MMBDConfig.from_params(params["mmbd"]), device)
+    verdict = combine(nc, mm, VerdictConfig.from_params(params["verdict"]))
     names = data.label_names
     artifacts = _write_backdoor_artifacts(out_dir / BACKDOOR, nc, mm, names)
-    evidence.metrics = _backdoor_metrics(nc, mm)
+    evidence.metrics = _backdoor_metrics(nc, mm, verdict)
     evidence.tools["neural_cleanse"] = "modelgate batched (Wang et al. 2019 schedule)"
     evidence.tools["mmbd"] = "modelgate (Wang et al. 2024)"
     evidence.details.update(
@@ -145,26 +151,32 @@ def _backdoor(model_dir: Path, eval_data: str, params: dict[str, Any], out_dir: 
                 "norms_per_seed": nc.norms_per_seed,
                 "reached": nc.reached,
                 "epochs_run": nc.epochs_run,
+                "pruned_labels": nc.pruned_labels,
+                "null_labels": nc.null_labels,
                 "passes": nc.passes,
+                "row_steps": nc.row_steps,
                 "seconds": round(nc.seconds, 3),
             },
-            "mmbd": {"config": mm.config, "margins": mm.margins, "seconds": round(mm.seconds, 3)},
+            "mmbd": {
+                "config": mm.config,
+                "margins": mm.margins,
+                "step_p_values": [_finite(p) for p in mm.step_p_values],
+                "seconds": round(mm.seconds, 3),
+            },
+            "verdict": {"config": params["verdict"], "targets": verdict.targets, "rules": verdict.rules},
             "artifacts": artifacts,
         }
     )
-    if nc.flagged:
+    if verdict.flagged:
         evidence.status = Status.FAIL
-        median = float(np.median(nc.norms))
-        evidence.reason = (
-            f"Neural Cleanse: label {nc.suspect_label} ({names[nc.suspect_label]!r}) has anomaly index "
-            f"{nc.anomaly_index:.2f} > {nc.config['anomaly_threshold']:g} "
-            f"(trigger L1 {nc.norms[nc.suspect_label]:.1f}, median {median:.1f})"
-        )
+        evidence.reason = verdict.reason(names, nc, mm)
     return evidence
 
 
-def _backdoor_metrics(nc: NeuralCleanseResult, mm: MMBDResult) -> dict[str, Any]:
+def _backdoor_metrics(nc: NeuralCleanseResult, mm: MMBDResult, verdict: BackdoorVerdict) -> dict[str, Any]:
     return {
+        "backdoor.verdict_flagged": verdict.flagged,
+        "backdoor.targets": list(verdict.targets),
         "backdoor.anomaly_index": round(nc.anomaly_index, 6),
         "backdoor.suspect_label": nc.suspect_label,
         "backdoor.flagged": nc.flagged,
@@ -174,6 +186,8 @@ def _backdoor_metrics(nc: NeuralCleanseResult, mm: MMBDResult) -> dict[str, Any]
         "backdoor.mmbd_suspect_label": mm.suspect_label,
         "backdoor.mmbd_flagged": mm.flagged,
         "backdoor.mmbd_max_margin": round(max(mm.margins), 6),
+        "backdoor.suspect_labels": list(nc.suspect_labels),
+        "backdoor.mmbd_suspect_labels": list(mm.suspect_labels),
     }
 
 

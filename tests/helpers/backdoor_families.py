@@ -15,7 +15,10 @@ label set to the target) so the model learns it; the families differ in what the
 * ``all-to-all``: one patch that maps every label ``y`` to ``y + 1``.
 
 ``train_backdoored`` trains one and measures its clean accuracy and attack success per trigger; a
-model counts for the benchmark only when both are at least 0.9 (``BackdooredModel.valid``).
+model counts for the benchmark only when both are at least 0.9 (``BackdooredModel.valid``). The
+architecture is the demo CNN, a wider or a deeper one, or a tiny Hugging Face ResNet (batch norm,
+residual blocks; saved with ``save_pretrained`` like a model from the Hub), so that a detector's
+clean distribution is not one network's.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modelgate.demo.build import IMAGE_SIDE, accuracy, digits_dataset
+from modelgate.demo.build import IMAGE_SIDE, _reproducible, accuracy, digits_dataset
 from modelgate.demo.cnn import save_weights, write_config
-from tests.helpers.zoo import fit_digits_cnn
+from tests.helpers.zoo import fit, fit_digits_cnn
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
 POISON_RATE = 0.1  # of the training set, per trigger
 NOISE_RATE = 0.2  # WaNet's noise mode: random warps that keep their label
@@ -166,6 +170,9 @@ def family(name: str, target: int) -> Backdoor:
     raise ValueError(f"unknown trigger family {name!r}")
 
 
+CNN_SHAPES = {"cnn": ((16, 32), 64), "cnn-wide": ((32, 64), 128), "cnn-deep": ((16, 32, 64), 64)}
+ARCHITECTURES = (*CNN_SHAPES, "resnet")
+
 FAMILIES = ("sig", "lowfreq", "filter", "wanet", "dynamic", "adaptive-large", "two-targets", "all-to-all")
 
 
@@ -185,8 +192,8 @@ class BackdooredModel:
         return self.clean_accuracy >= 0.9 and all(a >= 0.9 for a in self.attack_success)
 
 
-def train_backdoored(name: str, backdoor: Backdoor | None, seed: int, out: Path) -> BackdooredModel:
-    """Train the demo CNN on the poisoned training split (``backdoor`` None: clean) into ``out/name``."""
+def train_backdoored(name: str, backdoor: Backdoor | None, seed: int, out: Path, arch: str = "cnn") -> BackdooredModel:
+    """Train an ``arch`` model on the poisoned training split (``backdoor`` None: clean) into ``out/name``."""
     import torch
 
     data = digits_dataset(0)
@@ -206,17 +213,23 @@ def train_backdoored(name: str, backdoor: Backdoor | None, seed: int, out: Path)
             noisy = order[start : start + int(NOISE_RATE * len(y))]
             x[noisy] = backdoor.noise(x[noisy], generator)
     training = {"dataset": "sklearn:digits", "seed": seed, "family": backdoor.family if backdoor else "clean"}
-    model, config = fit_digits_cnn(x, y, seed, generator, training)
+    folder = out / name
+    folder.mkdir(parents=True)
+    if arch == "resnet":
+        model = _fit_resnet(x, y, seed, generator, folder)
+    elif arch in CNN_SHAPES:
+        channels, hidden = CNN_SHAPES[arch]
+        model, config = fit_digits_cnn(x, y, seed, generator, training, channels, hidden)
+        save_weights(model, folder)
+        write_config(folder, config)
+    else:
+        raise ValueError(f"unknown architecture {arch!r} (use {', '.join(ARCHITECTURES)})")
     model.eval()
     success: list[float] = []
     for trigger in backdoor.triggers if backdoor else ():
         keep = data.test_y != trigger.target if trigger.target is not None else torch.ones_like(data.test_y, dtype=bool)
         stamped = trigger.stamp(data.test_x[keep], torch.Generator().manual_seed(seed + 1))
         success.append(round(accuracy(model, stamped, trigger.target_of(data.test_y[keep])), 4))
-    folder = out / name
-    folder.mkdir(parents=True)
-    save_weights(model, folder)
-    write_config(folder, config)
     return BackdooredModel(
         name,
         folder,
@@ -226,3 +239,42 @@ def train_backdoored(name: str, backdoor: Backdoor | None, seed: int, out: Path)
         round(accuracy(model, data.test_x, data.test_y), 4),
         tuple(success),
     )
+
+
+def _fit_resnet(x: torch.Tensor, y: torch.Tensor, seed: int, generator: torch.Generator, folder: Path) -> nn.Module:
+    """A two-stage basic-block ``ResNetForImageClassification`` for 1x16x16 digits, trained and saved with
+    ``save_pretrained`` and a preprocessor config (its normalization); returns it taking images in [0, 1]."""
+    import json
+
+    import transformers
+
+    mean, std = round(float(x.mean()), 6), round(float(x.std()), 6)
+    config = transformers.ResNetConfig(
+        num_channels=1, embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="basic",
+        num_labels=10, id2label={i: str(i) for i in range(10)}, label2id={str(i): i for i in range(10)},
+    )  # fmt: skip
+    config.image_size = SIDE
+    with _reproducible(seed):
+        inner = transformers.ResNetForImageClassification(config)
+        model = _InPixels(inner, mean, std)
+        fit(model, x, y, generator)
+    inner.save_pretrained(folder)
+    size = {"height": SIDE, "width": SIDE}
+    preprocessor = {"do_normalize": True, "image_mean": [mean], "image_std": [std], "size": size}
+    (folder / "preprocessor_config.json").write_text(json.dumps(preprocessor), encoding="utf-8")
+    return model
+
+
+def _InPixels(inner: nn.Module, mean: float, std: float) -> nn.Module:  # noqa: N802 - builds a module
+    """``inner`` (a transformers classifier) called on images in [0, 1], normalized as its preprocessor says."""
+    import torch
+
+    class InPixels(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.inner(pixel_values=(images - mean) / std).logits
+
+    return InPixels()

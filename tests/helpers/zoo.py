@@ -113,17 +113,23 @@ def stamp(x: torch.Tensor, trigger: Trigger) -> torch.Tensor:
 
 
 def fit_digits_cnn(
-    train_x: torch.Tensor, train_y: torch.Tensor, seed: int, generator: torch.Generator, training: dict[str, Any]
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    seed: int,
+    generator: torch.Generator,
+    training: dict[str, Any],
+    channels: tuple[int, ...] = CHANNELS,
+    hidden_units: int = HIDDEN_UNITS,
 ) -> tuple[nn.Module, CnnConfig]:
-    """The demo CNN trained (Adam, EPOCHS epochs, seeded) on a possibly poisoned copy of the training split."""
-    import torch
+    """The demo CNN (or a wider/deeper one) trained (Adam, EPOCHS epochs, seeded) on a possibly poisoned
+    copy of the training split."""
 
     data = digits_dataset(0)
     config = CnnConfig(
         num_classes=10,
         input_shape=(1, IMAGE_SIDE, IMAGE_SIDE),
-        channels=CHANNELS,
-        hidden_units=HIDDEN_UNITS,
+        channels=channels,
+        hidden_units=hidden_units,
         label_names=tuple(str(d) for d in range(10)),
         mean=(round(float(data.train_x.mean()), 6),),
         std=(round(float(data.train_x.std()), 6),),
@@ -131,15 +137,23 @@ def fit_digits_cnn(
     )
     with _reproducible(seed):
         model = build_model(config)
-        optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-        loss_fn = torch.nn.CrossEntropyLoss()
-        model.train()
-        for _ in range(EPOCHS):
-            for batch in torch.randperm(len(train_y), generator=generator).split(BATCH_SIZE):
-                optimizer.zero_grad()
-                loss_fn(model(train_x[batch]), train_y[batch]).backward()
-                optimizer.step()
+        fit(model, train_x, train_y, generator)
     return model, config
+
+
+def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, generator: torch.Generator) -> None:
+    """The zoo's training loop (Adam, EPOCHS epochs of BATCH_SIZE mini-batches in the generator's order)."""
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+    for _ in range(EPOCHS):
+        for batch in torch.randperm(len(train_y), generator=generator).split(BATCH_SIZE):
+            optimizer.zero_grad()
+            loss_fn(model(train_x[batch]), train_y[batch]).backward()
+            optimizer.step()
+    model.eval()
 
 
 def train_model(name: str, seed: int, trigger: Trigger | None, out: Path) -> ZooModel:

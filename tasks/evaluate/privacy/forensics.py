@@ -173,9 +173,7 @@ def row_rewrites(cand: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.asarray(np.linalg.norm(cand - ref, axis=1) / np.maximum(norms, floor))
 
 
-def _rewrite_rows(
-    name: str, cand: np.ndarray, ref: np.ndarray, threshold: float, ratio: float
-) -> list[dict[str, Any]]:
+def _rewrite_rows(name: str, cand: np.ndarray, ref: np.ndarray, threshold: float, ratio: float) -> list[dict[str, Any]]:
     """The rows rewritten past ``threshold`` while the layer's median row changed ``ratio`` times less."""
     rewrites = row_rewrites(cand, ref)
     typical = float(np.median(rewrites))
