@@ -151,16 +151,18 @@ PRIVACY_RULES = ("reference-verified", "no-privacy-backdoor", "no-concentrated-p
 
 
 @pytest.mark.parametrize("name", ["honest-copy", "head-tuned"])
-def test_honest_models_pass_every_privacy_rule_with_the_reference(
+def test_honest_models_are_approved_with_the_reference(
     prefect_server: str, models: dict[str, Path], budget: None, tmp_path: Path, name: str
 ) -> None:
     """The re-saved reference and an ordinary fine-tune of its head, signed: the audit and forensics pass every
-    variant and no privacy rule fails. (Neural Cleanse flags this clean 1024-unit reference itself, anomaly
-    index ~4 at the default budget: the backdoor false positive issue 17 calibrates; its rule is not asserted.)"""
+    variant, no privacy rule fails, and the intake approves them. (Neural Cleanse alone puts this clean
+    1024-unit reference above its paper's threshold, index ~3-4 on label 5 with MM-BD silent: the calibrated
+    backdoor verdict of issue 17 does not reject that, it only warns.)"""
     from flows.intake import intake
 
     folder = _signed(models[name], tmp_path / name)
     outcome = intake(_request({**models, name: folder}, name, f"privacy-{name}"))
+    assert outcome.decision == "approved", (outcome.reasons, outcome.stages)
     assert outcome.stages["privacy"] == "pass" and outcome.stages["forensics"] == "pass"
     assert outcome.stages["signature"] == "pass"
     assert not [r for r in outcome.reasons if r.startswith(PRIVACY_RULES)], outcome.reasons
