@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -47,6 +48,7 @@ class ServiceSpec:
     grpc_port_offset: int = 0
     files: dict[str, str] = field(default_factory=dict)
     autostart: bool = True  # False: `up` without names leaves it out (started by its own command)
+    min_free_mb: int = 0  # free disk its data folder needs to start (SeaweedFS cannot assign volumes on a full one)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ def load_specs(settings: Settings | None = None) -> dict[str, ServiceSpec]:
             grpc_port_offset=int(body.get("grpc_port_offset", 0)),
             files={str(k): str(v) for k, v in (body.get("files") or {}).items()},
             autostart=bool(body.get("autostart", True)),
+            min_free_mb=int(body.get("min_free_mb", 0)),
         )
     return specs
 
@@ -229,6 +232,7 @@ def start(name: str, *, settings: Settings | None = None, timeout_s: float = 90.
         )
     data_dir = settings.services_dir / name
     data_dir.mkdir(parents=True, exist_ok=True)
+    _require_free_disk(spec, data_dir)
     for target, source in spec.files.items():
         render_json_file(settings.project / source, Path(_render(target, spec, data_dir)), spec, data_dir)
     command = [_render(arg, spec, data_dir) for arg in spec.command]
@@ -243,6 +247,17 @@ def start(name: str, *, settings: Settings | None = None, timeout_s: float = 90.
     _state_file(settings, name).write_text(json.dumps(state.__dict__, indent=2))
     _wait_healthy(proc, _render(spec.health, spec, data_dir), log_path, name, timeout_s)
     return state
+
+
+def _require_free_disk(spec: ServiceSpec, data_dir: Path) -> None:
+    """Refuse to start on a nearly full disk: a storage server would start and then fail every write
+    with a timeout that does not say why."""
+    free_mb = shutil.disk_usage(data_dir).free // (1024 * 1024)
+    if free_mb < spec.min_free_mb:
+        raise ServiceError(
+            f"cannot start {spec.name}: only {free_mb} MiB free on the disk of {data_dir} (it needs "
+            f"{spec.min_free_mb} MiB); free some space, or set min_free_mb in infra/local/services.yaml"
+        )
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], url: str, log_path: Path, name: str, timeout_s: float) -> None:

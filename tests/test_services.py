@@ -80,3 +80,22 @@ def test_broken_service_file_is_one_clear_line(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("MODELGATE_PROJECT", str(project))
     with pytest.raises(ServiceError, match="services.yaml: invalid YAML"):
         services.load_specs(load_settings())
+
+
+def test_a_nearly_full_disk_is_refused_before_the_service_starts(
+    tmp_path: Path, isolated_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storage server started on a full disk fails every later write with a timeout; refuse it in one line."""
+    project = tmp_path / "project"
+    (project / "infra" / "local").mkdir(parents=True)
+    (project / "infra" / "local" / "services.yaml").write_text(
+        "services:\n  store:\n    description: x\n    port: 1\n    min_free_mb: 1000000000000\n"
+        f"    command: ['{sys.executable}', '-c', 'pass']\n    health: http://127.0.0.1:1/\n"
+    )
+    monkeypatch.setenv("MODELGATE_PROJECT", str(project))
+    monkeypatch.setenv("MODELGATE_STORE_PORT", str(free_port()))
+    settings = load_settings()
+    with pytest.raises(ServiceError, match=r"cannot start store: only \d+ MiB free .* needs 1000000000000 MiB"):
+        services.start("store", settings=settings)
+    assert services.read_state("store", settings) is None
+    assert services.load_specs(load_settings())["store"].min_free_mb == 10**12
