@@ -20,6 +20,7 @@ rule that named it. Each detector's own figures stay in the evidence for the rev
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -64,10 +65,10 @@ class BackdoorVerdict:
         return "backdoor target " + "; ".join(parts)
 
 
-def mmbd_named(mm: MMBDResult, level: float) -> list[int]:
+def named_at(margins: Sequence[float], step_p_values: Sequence[float], level: float) -> list[int]:
     """The labels MM-BD's step-down test names at ``level`` (largest margin first)."""
-    count = suspect_count(mm.step_p_values, level)
-    return [int(k) for k in np.argsort(mm.margins)[::-1][:count]]
+    count = suspect_count(list(step_p_values), level)
+    return [int(k) for k in np.argsort(margins)[::-1][:count]]
 
 
 def mmbd_label_p_value(mm: MMBDResult, label: int) -> float | None:
@@ -79,20 +80,28 @@ def mmbd_label_p_value(mm: MMBDResult, label: int) -> float | None:
     return min(mm.step_p_values[rank:])  # the test names it at any level above a later step's p-value
 
 
-def combine(nc: NeuralCleanseResult, mm: MMBDResult, config: VerdictConfig | None = None) -> BackdoorVerdict:
-    """The documented rule (module docstring) over every label."""
-    cfg = config or VerdictConfig()
+def target_rules(
+    label_anomaly: Sequence[float], margins: Sequence[float], step_p_values: Sequence[float], cfg: VerdictConfig
+) -> dict[int, list[str]]:
+    """The documented rule (module docstring) over every label: each target and the rules that name it."""
+    strong = set(named_at(margins, step_p_values, cfg.mmbd_alone))
+    agreeing = set(named_at(margins, step_p_values, cfg.mmbd_agree))
     rules: dict[int, list[str]] = {}
-    strong_mm, agreeing_mm = set(mmbd_named(mm, cfg.mmbd_alone)), set(mmbd_named(mm, cfg.mmbd_agree))
-    for k, index in enumerate(nc.label_anomaly):
+    for k, index in enumerate(label_anomaly):
         named = []
         if index > cfg.nc_alone:
             named.append(NC_ALONE)
-        if k in strong_mm:
+        if k in strong:
             named.append(MMBD_ALONE)
-        if index > cfg.nc_agree and k in agreeing_mm:
+        if index > cfg.nc_agree and k in agreeing:
             named.append(NC_AGREE)
         if named:
             rules[k] = named
+    return rules
+
+
+def combine(nc: NeuralCleanseResult, mm: MMBDResult, config: VerdictConfig | None = None) -> BackdoorVerdict:
+    """One verdict from both detectors' figures; targets with more rules behind them, then larger indices, first."""
+    rules = target_rules(nc.label_anomaly, mm.margins, mm.step_p_values, config or VerdictConfig())
     targets = sorted(rules, key=lambda k: (-len(rules[k]), -nc.label_anomaly[k]))
     return BackdoorVerdict(bool(targets), targets, rules)

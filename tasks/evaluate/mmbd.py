@@ -6,7 +6,7 @@ class has an abnormally large maximum margin. The null distribution is a gamma d
 to the other classes' statistics, and the p-value of the largest one is order-statistic corrected
 (``1 - F(r_max) ** K``). It complements Neural Cleanse (it needs no evaluation data and does not
 assume a small trigger), but on small models its false-positive rate is measured, not assumed:
-the gate sees it as a second opinion.
+the gate weighs it with Neural Cleanse (backdoor_verdict.py).
 
 Several targets in one model hide each other from that test (the second target's large margin sits
 in the null), so ``step_down`` goes on outward, generalized-ESD style: step m asks whether the m
