@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +32,25 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from bench.records import append_record  # noqa: E402
 from tasks.evaluate.backdoor import NeuralCleanseConfig, NeuralCleanseResult, neural_cleanse  # noqa: E402
 from tests.helpers import many_classes  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "backdoor_classes.jsonl"
 ALL_LABELS = 10**9  # prune_above_classes that no head reaches: the all-labels schedule
-SCHEDULES = {"all labels", "label schedule"}
+SCHEDULES = (("all labels", ALL_LABELS), ("label schedule", 32))
 
 
 def compare(
-    name: str, model: torch.nn.Module, x: torch.Tensor, classes: int, config: NeuralCleanseConfig
+    name: str,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    classes: int,
+    config: NeuralCleanseConfig,
+    schedules: tuple[tuple[str, int], ...] = SCHEDULES,
 ) -> dict[str, Any]:
     runs: dict[str, tuple[NeuralCleanseResult, float]] = {}
-    for schedule, above in (("all labels", ALL_LABELS), ("label schedule", 32)):
-        if schedule not in SCHEDULES:
-            continue
+    for schedule, above in schedules:
         start = time.perf_counter()
         result = neural_cleanse(model, x, classes, dataclasses.replace(config, prune_above_classes=above))
         runs[schedule] = (result, time.perf_counter() - start)
@@ -102,8 +104,7 @@ def main() -> None:
     parser.add_argument("--only-schedule", action="store_true", help="run the label schedule alone (a rerun)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.only_schedule:
-        SCHEDULES.discard("all labels")
+    schedules = SCHEDULES[1:] if args.only_schedule else SCHEDULES
     config = NeuralCleanseConfig(epochs=args.epochs, seeds=(0,))
     rows = []
     heads = set(args.heads.split(","))
@@ -115,7 +116,7 @@ def main() -> None:
         trained = many_classes.train_pairs(seed, target)
         print(f"{name}: trained in {time.perf_counter() - start:.0f} s, clean accuracy {trained.clean_accuracy}, "
               f"attack success {trained.attack_success}", file=sys.stderr, flush=True)  # fmt: skip
-        row = compare(name, trained.model, x, 100, config)
+        row = compare(name, trained.model, x, 100, config, schedules)
         row.update(clean_accuracy=trained.clean_accuracy, attack_success=trained.attack_success)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -123,18 +124,10 @@ def main() -> None:
         head = many_classes.random_head(1000)
         images = torch.rand(args.head_images, 1, 16, 16, generator=torch.Generator().manual_seed(0))
         head_config = dataclasses.replace(config, epochs=args.head_epochs)
-        rows.append(compare("1000-class random head (timing)", head, images, 1000, head_config))
+        rows.append(compare("1000-class random head (timing)", head, images, 1000, head_config, schedules))
         print(json.dumps(rows[-1]), flush=True)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "bench": "backdoor_classes",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "budget": {"epochs": args.epochs, "per_class": args.per_class, "seeds": [0]},
-        "rows": rows,
-    }
-    with OUT.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    budget = {"epochs": args.epochs, "per_class": args.per_class, "seeds": [0]}
+    append_record(OUT, "backdoor_classes", rows, budget=budget)
 
 
 if __name__ == "__main__":

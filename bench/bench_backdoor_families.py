@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.records import append_record  # noqa: E402
 from tasks.evaluate.privacy.metrics import roc_curve  # noqa: E402
 from tasks.evaluate.stage import backdoor_stage  # noqa: E402
 from tests.helpers import backdoor_families as families  # noqa: E402
@@ -172,15 +171,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = measure(args.per_family, args.clean)
     print(table(rows))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "bench": "backdoor_families",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "rows": rows,
-    }
-    with OUT.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_record(OUT, "backdoor_families", rows)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from bench.records import append_record  # noqa: E402
 from tasks.evaluate.privacy.audit import privacy_audit_stage  # noqa: E402
 from tasks.evaluate.privacy.forensics import forensics_stage  # noqa: E402
 from tests.helpers import privacy_attacks as attacks  # noqa: E402
@@ -240,15 +239,7 @@ def main() -> None:
     else:
         rows = run(args.references, args.quick)
         print(table(rows))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "bench": "privacy_backdoors_scaling" if args.scaling else "privacy_backdoors",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "rows": rows,
-    }
-    with OUT.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    append_record(OUT, "privacy_backdoors_scaling" if args.scaling else "privacy_backdoors", rows)
 
 
 if __name__ == "__main__":

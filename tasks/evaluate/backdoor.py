@@ -277,11 +277,11 @@ class _Search:
         never a null label); a label's seeds stay or go together."""
         import torch
 
+        best, acc, reg = state.reg_best[active].double(), acc.double(), reg.double()  # float64: 1e12 + reg
+        # not reached yet: behind every reached label, ordered by how far its success is from the bar
+        values = torch.where(torch.isfinite(best), best, 1e12 * (2.0 - acc) + reg).tolist()  # one device sync
         score: dict[int, float] = {}
-        for i, row in enumerate(active.tolist()):
-            best = float(state.reg_best[row])
-            # not reached yet: behind every reached label, ordered by how far its success is from the bar
-            value = best if math.isfinite(best) else 1e12 * (2.0 - float(acc[i])) + float(reg[i])
+        for row, value in zip(active.tolist(), values, strict=True):
             label = rows[row][1]
             score[label] = score.get(label, 0.0) + value
         racing = sorted((k for k in score if k not in null), key=lambda k: score[k])

@@ -29,13 +29,13 @@ import pytest
 from modelgate.demo.build import (
     BATCH_SIZE,
     CHANNELS,
-    IMAGE_SIDE,
     LEARNING_RATE,
     _reproducible,
     accuracy,
     digits_dataset,
 )
 from modelgate.demo.cnn import CnnConfig, build_model, load_model, read_config, save_weights, write_config
+from tests.helpers.zoo import digits_cnn_config
 
 if TYPE_CHECKING:
     import torch
@@ -47,17 +47,7 @@ TRAP_UNITS = (5, 77, 300)
 
 
 def _config(hidden: int = HIDDEN, **training: object) -> CnnConfig:
-    data = digits_dataset(0)
-    return CnnConfig(
-        num_classes=10,
-        input_shape=(1, IMAGE_SIDE, IMAGE_SIDE),
-        channels=CHANNELS,
-        hidden_units=hidden,
-        label_names=tuple(str(d) for d in range(10)),
-        mean=(round(float(data.train_x.mean()), 6),),
-        std=(round(float(data.train_x.std()), 6),),
-        training={"dataset": "sklearn:digits", **training},
-    )
+    return digits_cnn_config(CHANNELS, hidden, {"dataset": "sklearn:digits", **training})
 
 
 def _save(model: nn.Module, config: CnnConfig, folder: Path) -> Path:

@@ -112,6 +112,21 @@ def stamp(x: torch.Tensor, trigger: Trigger) -> torch.Tensor:
     return (1 - mask) * x + mask * pattern
 
 
+def digits_cnn_config(channels: tuple[int, ...], hidden_units: int, training: dict[str, Any]) -> CnnConfig:
+    """The config of a digits CNN (16x16, ten labels, normalized by the training split's statistics)."""
+    data = digits_dataset(0)
+    return CnnConfig(
+        num_classes=10,
+        input_shape=(1, IMAGE_SIDE, IMAGE_SIDE),
+        channels=channels,
+        hidden_units=hidden_units,
+        label_names=tuple(str(d) for d in range(10)),
+        mean=(round(float(data.train_x.mean()), 6),),
+        std=(round(float(data.train_x.std()), 6),),
+        training=training,
+    )
+
+
 def fit_digits_cnn(
     train_x: torch.Tensor,
     train_y: torch.Tensor,
@@ -124,17 +139,7 @@ def fit_digits_cnn(
     """The demo CNN (or a wider/deeper one) trained (Adam, EPOCHS epochs, seeded) on a possibly poisoned
     copy of the training split."""
 
-    data = digits_dataset(0)
-    config = CnnConfig(
-        num_classes=10,
-        input_shape=(1, IMAGE_SIDE, IMAGE_SIDE),
-        channels=channels,
-        hidden_units=hidden_units,
-        label_names=tuple(str(d) for d in range(10)),
-        mean=(round(float(data.train_x.mean()), 6),),
-        std=(round(float(data.train_x.std()), 6),),
-        training=training,
-    )
+    config = digits_cnn_config(channels, hidden_units, training)
     with _reproducible(seed):
         model = build_model(config)
         fit(model, train_x, train_y, generator)
